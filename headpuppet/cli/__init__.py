@@ -1,0 +1,79 @@
+"""The ``headpuppet`` command line (Typer). Thin: parse, build config, call the library.
+
+``build_app(pm)`` makes a fresh app around a plugin manager (tests build their own); ``main()``
+builds the default manager (entry points + ``--plugins-dir`` / ``HEADPUPPET_PLUGINS_DIR``), lets
+plugins add commands, and runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .. import __version__
+from ..plugins import make_plugin_manager, register_commands
+from ._common import CliState, setup_logging
+
+PIPELINE = "Pipeline"
+MANAGE = "Models and plugins"
+
+# Command modules, each with ``register(app, state)``.
+_MODULES = ("preprocess", "train", "finetune", "animate", "evaluate", "weights", "plugins_cmd")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"headpuppet {__version__}")
+        raise typer.Exit()
+
+
+def build_app(pm=None) -> typer.Typer:
+    """A new Typer app wired to the plugin manager ``pm`` (default: a fresh one)."""
+    import importlib
+
+    if pm is None:
+        pm = make_plugin_manager(plugins_dir=os.environ.get("HEADPUPPET_PLUGINS_DIR") or None)
+    state = CliState(pm=pm)
+    app = typer.Typer(
+        name="headpuppet",
+        help="Make the person in a photo talk and move like the person in a driver video "
+             "(few-shot neural talking heads, Zakharov et al. 2019).",
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+        context_settings={"help_option_names": ["-h", "--help"]},
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                     help="Print the version and exit."),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
+        plugins_dir: str = typer.Option(None, "--plugins-dir", envvar="HEADPUPPET_PLUGINS_DIR",
+                                        help="Also load every *.py file in this folder as a plugin."),
+    ) -> None:
+        setup_logging(verbose)
+        for name, reason in state.pm.failures:
+            typer.secho(f"warning: plugin {name} {reason}; skipped", err=True, fg="yellow")
+
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}").register(app, state)
+    state.plugin_commands = register_commands(pm, app)
+    return app
+
+
+def _prescan_plugins_dir(argv: list[str]) -> None:
+    """``--plugins-dir`` must be known before parsing, since its plugins may add commands."""
+    for i, arg in enumerate(argv):
+        if arg == "--plugins-dir" and i + 1 < len(argv):
+            os.environ["HEADPUPPET_PLUGINS_DIR"] = argv[i + 1]
+        elif arg.startswith("--plugins-dir="):
+            os.environ["HEADPUPPET_PLUGINS_DIR"] = arg.split("=", 1)[1]
+
+
+def main() -> None:
+    _prescan_plugins_dir(sys.argv[1:])
+    app = build_app()
+    app(prog_name="headpuppet")

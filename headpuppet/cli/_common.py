@@ -1,0 +1,110 @@
+"""Shared CLI plumbing: consoles, logging, the error edge and the Rich reporter.
+
+Only the CLI imports Rich; library code reports through :mod:`headpuppet.progress`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import HeadpuppetError
+from ..progress import Reporter, Task
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    """What every command can reach: the plugin manager and the commands plugins added."""
+
+    pm: Any
+    plugin_commands: list = field(default_factory=list)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, RichHandler):
+            root.removeHandler(h)
+    handler = RichHandler(console=err_console, show_path=verbose > 1, show_time=verbose > 1, markup=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` as one line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn project errors into one line and a non-zero exit; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HeadpuppetError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class _RichTask(Task):
+    def __init__(self, progress: Progress, task_id: int):
+        self.progress, self.task_id = progress, task_id
+
+    def _fields(self, fields: dict) -> str:
+        return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.progress.update(self.task_id, advance=n, **({"extra": self._fields(fields)} if fields else {}))
+
+    def update(self, completed: int | None = None, total: int | None = None, **fields) -> None:
+        kw: dict = {}
+        if completed is not None:
+            kw["completed"] = completed
+        if total is not None:
+            kw["total"] = total
+        if fields:
+            kw["extra"] = self._fields(fields)
+        self.progress.update(self.task_id, **kw)
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr; quiet when stderr is not a terminal and ``force`` is off."""
+
+    def __init__(self, console: Console | None = None, disable: bool = False):
+        self.console = console or err_console
+        self.disable = disable
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Task]:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
+            console=self.console, disable=self.disable, transient=False,
+        )
+        with progress:
+            task_id = progress.add_task(description, total=total, extra="")
+            yield _RichTask(progress, task_id)
+
+    def info(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)

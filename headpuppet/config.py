@@ -1,0 +1,240 @@
+"""Typed configuration: dataclasses, YAML presets, dotted overrides.
+
+Precedence is CLI flags > ``--set key=value`` overrides > YAML file > preset > defaults. Unknown keys
+and values of the wrong type are :class:`ConfigError` s naming the key. The resolved config is saved
+with every run and inside every checkpoint, so a checkpoint folder alone rebuilds its networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (paper, section 3.2 and appendix)."""
+
+    image_size: int = 256            # side of frames and landmark images
+    ch: int = 64                     # channels of the first block; doubled per downsampling
+    max_ch: int = 512                # channel cap
+    emb_dim: int = 512               # N, size of the embedding e and of D's projection vectors
+    gen_bottleneck: int = 16         # resolution at which G's encoder stops downsampling
+    gen_res_blocks: int = 5          # AdaIN residual blocks at the bottleneck
+    attention_down: list[int] = field(default_factory=lambda: [32])  # self-attention resolutions, every downsampling path
+    attention_up: list[int] = field(default_factory=lambda: [64])    # self-attention resolutions, G's upsampling path
+    spectral_norm: bool = True       # on every conv and linear layer
+    iris: bool = False               # draw irises into landmark images (gaze reaches G)
+    discriminator: str = "projection"  # discriminator plugin name
+    disc_scales: int = 2             # for multi-scale discriminator variants
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper, eqs. 2-6)."""
+
+    perceptual: dict[str, float] = field(default_factory=lambda: {"vgg19": 1e-2, "vggface": 2e-3})
+    perceptual_layers: dict[str, list[int]] = field(
+        default_factory=lambda: {"vgg19": [1, 6, 11, 20, 29], "vggface": [1, 6, 11, 18, 25]})
+    adv: float = 1.0                 # weight of -D(x_hat)
+    fm: float = 10.0                 # feature matching over D's block activations
+    mch: float = 80.0                # L1(e_i, W_i)
+
+
+@dataclass
+class TrainConfig:
+    """Meta-learning schedule (paper, section 4)."""
+
+    steps: int = 1_000_000
+    batch_size: int = 2              # episodes per step per process
+    k_shots: int = 8                 # K
+    lr_g: float = 5e-5               # Adam, E and G
+    lr_d: float = 2e-4               # Adam, D
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    ema: float = 0.0                 # moving average of G's weights; 0 disables
+    seed: int = 0
+    num_workers: int = 2             # DataLoader workers
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    amp: str = "none"                # "none" or "bf16" autocast
+    channels_last: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    """Few-shot fine-tuning on T frames of a new person (paper, section 3.4)."""
+
+    steps: int = 40
+    batch_size: int = 4
+    lr_g: float = 5e-5
+    lr_d: float = 2e-4
+    preview_every: int = 20
+
+
+@dataclass
+class Config:
+    preset: str = "paper-256"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}': {value!r} is not a {tp}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _from_dict(tp, value, key + ".")
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {_check(k, kt, key): _check(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known keys under "
+                          f"'{prefix or '.'}': {', '.join(sorted(names))}")
+    kwargs = {k: _check(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> Config:
+    return _from_dict(Config, data)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("perceptual", "perceptual_layers"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.ch=32"`` -> (["model", "ch"], 32); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value (e.g. model.ch=32)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(preset: str | None = None, config_file: str | Path | None = None,
+                overrides: list[str] | dict | None = None) -> Config:
+    """Resolve a :class:`Config`.
+
+    Args:
+        preset: a preset name (``headpuppet/presets/NAME.yaml``) or a path to a YAML file.
+        config_file: a YAML file applied over the preset.
+        overrides: ``["model.ch=32", ...]`` or a nested dict, applied last.
+    """
+    data: dict = {}
+    if preset is not None:
+        path = Path(preset)
+        if not path.suffix:
+            path = PRESETS_DIR / f"{preset}.yaml"
+            if not path.exists():
+                raise ConfigError(f"unknown preset '{preset}'; available: {', '.join(available_presets())}")
+        elif not path.exists():
+            raise ConfigError(f"config file {preset} does not exist")
+        data = _read_yaml(path)
+        data.setdefault("preset", path.stem)
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.exists():
+            raise ConfigError(f"config file {config_file} does not exist")
+        data = _merge(data, _read_yaml(path))
+    if isinstance(overrides, dict):
+        data = _merge(data, overrides)
+    else:
+        for text in overrides or []:
+            keys, value = parse_override(text)
+            nested: Any = value
+            for k in reversed(keys):
+                nested = {k: nested}
+            data = _merge(data, nested)
+    return from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

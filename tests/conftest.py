@@ -1,0 +1,67 @@
+"""Shared fixtures: real faces from ../shared/data/faces (skipped with the reason where absent),
+scikit-image's astronaut, tiny configs, and a plugin manager built for each test."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+def shared_file(rel: str) -> Path:
+    """A file from ../shared/data/faces, or skip the test saying it is absent."""
+    path = FACES / rel
+    if not path.exists():
+        pytest.skip(f"shared face media not found: {path} (set HEADPUPPET_FACES to its folder)")
+    return path
+
+
+@pytest.fixture
+def astronaut() -> np.ndarray:
+    """A real face photo that ships inside scikit-image: (512, 512, 3) uint8 RGB."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture
+def shared_video() -> Path:
+    return shared_file("videos/dtk_m030_neutral.mp4")
+
+
+@pytest.fixture
+def shared_photo() -> Path:
+    return shared_file("photos/fr_obama.jpg")
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_env(monkeypatch):
+    monkeypatch.delenv("HEADPUPPET_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("HEADPUPPET_PLUGINS_DIR", raising=False)
+
+
+@pytest.fixture
+def pm():
+    from headpuppet.plugins import make_plugin_manager
+
+    return make_plugin_manager()
+
+
+@pytest.fixture
+def torch_seed():
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    return 0
