@@ -40,7 +40,8 @@ def register_landmark_detectors(register):
 def register_perceptual_losses(register):
     """Register perceptual-loss networks for the content loss L_CNT.
 
-    Call ``register(name, factory)``; ``factory(weights_dir: Path | None, device="cpu")`` returns a
+    Call ``register(name, factory)``; ``factory(weights_dir: Path | None = None, device="cpu",
+    layers: list[int] | None = None)`` returns a
     frozen ``nn.Module`` following :class:`headpuppet.protocols.PerceptualNetwork`: called on
     ``(B, 3, H, W)`` images in ``[-1, 1]`` it returns the list of compared activations. A factory
     whose weights are missing raises :class:`headpuppet.errors.WeightsMissingError` naming the
@@ -54,7 +55,7 @@ def register_perceptual_losses(register):
 def register_discriminators(register):
     """Register discriminator variants.
 
-    Call ``register(name, factory)``; ``factory(cfg: DiscriminatorConfig, num_videos: int)``
+    Call ``register(name, factory)``; ``factory(mcfg: ModelConfig, num_videos: int)``
     returns an ``nn.Module`` with
 
     * ``forward(x, y, video_idx=None, w=None) -> (score (B,), features list[Tensor])`` where ``x``
@@ -70,7 +71,8 @@ def register_discriminators(register):
 def register_metrics(register):
     """Register evaluation metrics for ``headpuppet evaluate``.
 
-    Call ``register(name, factory)``; ``factory(weights_dir: Path | None, device="cpu")`` returns an
+    Call ``register(name, factory)``; ``factory(weights_dir: Path | None = None, device="cpu",
+    layers: list[int] | None = None)`` returns an
     object following :class:`headpuppet.evaluation.Metric`. A metric whose weights are missing
     raises :class:`headpuppet.errors.WeightsMissingError` from its factory; evaluation then shows
     it as not computed, with the fixing command, and computes the rest.

@@ -1,0 +1,49 @@
+"""The CLI shell: help lists every command, --version, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from headpuppet import __version__
+from headpuppet.cli import build_app
+from headpuppet.plugins import make_plugin_manager
+from tests.conftest import strip_ansi
+
+
+def test_help_lists_the_pipeline_and_management_commands():
+    result = CliRunner().invoke(build_app(make_plugin_manager()), ["--help"])
+    assert result.exit_code == 0
+    out = strip_ansi(result.output)
+    for cmd in ("preprocess", "meta-train", "fine-tune", "animate", "evaluate", "plugins", "weights"):
+        assert cmd in out
+    assert "Pipeline" in out
+
+
+def test_version():
+    result = CliRunner().invoke(build_app(make_plugin_manager()), ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"headpuppet {__version__}"
+
+
+def test_console_script_and_module_entry_run():
+    out = subprocess.run([sys.executable, "-m", "headpuppet", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("headpuppet ")
+
+
+def test_config_errors_are_one_line():
+    from headpuppet.config import load_config
+    from headpuppet.errors import ConfigError
+    import pytest
+
+    with pytest.raises(ConfigError, match="unknown config key 'model.nope'"):
+        load_config("small-128", overrides=["model.nope=1"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        load_config("small-128", overrides=["model.ch=abc"])
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("nope")
+    cfg = load_config("paper-256", overrides=["train.k_shots=4", "loss.perceptual={laplacian-pyramid: 1.0}"])
+    assert cfg.train.k_shots == 4 and cfg.loss.perceptual == {"laplacian-pyramid": 1.0}
+    assert cfg.model.image_size == 256 and cfg.preset == "paper-256"
