@@ -1,0 +1,269 @@
+"""Building blocks of the three networks (Zakharov et al. 2019, section 4 "Implementation details").
+
+The paper builds every network from BigGAN-style residual blocks (Brock et al. 2019, appendix B):
+
+* :class:`ResBlockDown` -- the down-sampling block of the embedder, of the discriminator (no
+  normalisation) and of the generator's landmark encoder (with instance normalisation);
+* :class:`ResBlock` / :class:`ResBlockUp` -- the generator's bottleneck and up-sampling blocks,
+  normalised by :class:`AdaIN` whose per-person scale and bias are slices of ``psi = P e``;
+* :class:`SelfAttention` -- SAGAN's non-local block (Zhang et al. 2019), inserted at 32x32 in every
+  down-sampling path and at 64x64 in the generator's up-sampling path;
+* spectral normalisation (Miyato et al. 2018) on every convolution and linear layer.
+
+Every layer that carries AdaIN parameters says how many it consumes (``num_adain_params``) and
+takes its slice of ``psi`` as ``forward(x, params)``; the generator hands out the slices in order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+__all__ = [
+    "conv", "linear", "AdaIN", "SelfAttention", "ResBlockDown", "ResBlock", "ResBlockUp",
+    "has_spectral_norm",
+]
+
+
+def conv(in_ch: int, out_ch: int, kernel_size: int = 3, sn: bool = True, bias: bool = True) -> nn.Conv2d:
+    """A same-padded convolution, spectral-normalised when ``sn`` (the paper normalises every conv)."""
+    layer = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias)
+    return _spectral_norm(layer) if sn else layer
+
+
+def linear(in_features: int, out_features: int, sn: bool = True, bias: bool = True) -> nn.Linear:
+    """A linear layer, spectral-normalised when ``sn`` (the paper normalises every linear layer)."""
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    return _spectral_norm(layer) if sn else layer
+
+
+def has_spectral_norm(layer: nn.Module) -> bool:
+    """Whether ``layer.weight`` is computed through a spectral-norm parametrisation."""
+    from torch.nn.utils import parametrize
+
+    if not parametrize.is_parametrized(layer, "weight"):
+        return False
+    return any(type(p).__name__ == "_SpectralNorm" for p in layer.parametrizations["weight"])
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation (Huang & Belongie 2017): ``scale * IN(x) + bias``.
+
+    ``scale`` and ``bias`` are not parameters of this layer: they are the person-specific slice
+    of ``psi`` (``(B, 2 * C)``, scale first) that the generator passes in, so the same weights
+    render any person.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+
+    @property
+    def num_adain_params(self) -> int:
+        return 2 * self.channels
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # x (B, C, H, W); params (B, 2C)
+        if params.shape != (x.shape[0], 2 * self.channels):
+            raise ValueError(f"AdaIN({self.channels}) needs params of shape {(x.shape[0], 2 * self.channels)}, "
+                             f"got {tuple(params.shape)}")
+        scale, bias = params[:, :self.channels, None, None], params[:, self.channels:, None, None]
+        return F.instance_norm(x, eps=self.eps) * scale + bias
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: ``x + gamma * o`` with ``gamma`` learned from 0.
+
+    Query and key have ``C / 8`` channels (SAGAN, section 4); value has ``C / 2`` channels and a
+    1x1 output convolution maps back to ``C``, as in the SAGAN / BigGAN reference code. No 1/sqrt(d)
+    scaling (SAGAN's softmax is over raw dot products). ``gamma = 0`` at initialisation makes the
+    block an identity, so the network first learns local structure and then leans on attention.
+    """
+
+    def __init__(self, channels: int, sn: bool = True):
+        super().__init__()
+        qk = max(1, channels // 8)
+        vc = max(1, channels // 2)
+        self.query = conv(channels, qk, 1, sn=sn, bias=False)
+        self.key = conv(channels, qk, 1, sn=sn, bias=False)
+        self.value = conv(channels, vc, 1, sn=sn, bias=False)
+        self.out = conv(vc, channels, 1, sn=sn, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, C/8)
+        k = self.key(x).flatten(2).transpose(1, 2)    # (B, HW, C/8)
+        v = self.value(x).flatten(2).transpose(1, 2)  # (B, HW, C/2)
+        # the fused kernel keeps the (HW x HW) attention matrix out of memory on GPU (64x64 -> 4096^2)
+        o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)[:, 0]
+        o = o.transpose(1, 2).reshape(b, -1, h, w)    # (B, C/2, H, W)
+        return x + self.gamma * self.out(o)
+
+
+class ResBlockDown(nn.Module):
+    """BigGAN discriminator block: ``[norm] ReLU conv3x3 [norm] ReLU conv3x3 avgpool2`` plus a
+    ``conv1x1`` shortcut on the pooled input.
+
+    Args:
+        in_ch, out_ch: channels in and out.
+        sn: spectral normalisation on the convolutions.
+        norm: instance normalisation (with its own affine parameters) before each ReLU; the paper
+            uses it in the generator's landmark encoder, not in the embedder or discriminator.
+        preactivation: start with ``[norm] ReLU``. False for the first block, which sees the raw
+            image in [-1, 1] (a leading ReLU would discard its negative half), as in BigGAN.
+        downsample: halve the resolution; False gives the discriminator's extra block at 4x4.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, sn: bool = True, norm: bool = False,
+                 preactivation: bool = True, downsample: bool = True):
+        super().__init__()
+        self.preactivation = preactivation
+        self.downsample = downsample
+        self.norm1 = nn.InstanceNorm2d(in_ch, affine=True) if norm and preactivation else nn.Identity()
+        self.conv1 = conv(in_ch, out_ch, 3, sn=sn)
+        self.norm2 = nn.InstanceNorm2d(out_ch, affine=True) if norm else nn.Identity()
+        self.conv2 = conv(out_ch, out_ch, 3, sn=sn)
+        # a learned shortcut only where the shape changes (BigGAN); identity otherwise
+        self.shortcut = conv(in_ch, out_ch, 1, sn=sn) if in_ch != out_ch or downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x (B, in_ch, H, W) -> (B, out_ch, H/2, W/2)
+        h = F.relu(self.norm1(x)) if self.preactivation else x
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self.norm2(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        s = x
+        if self.shortcut is not None:
+            # a 1x1 conv commutes with average pooling: pooling first is the same map, 4x cheaper
+            s = self.shortcut(F.avg_pool2d(s, 2) if self.downsample else s)
+        return h + s
+
+
+class ResBlock(nn.Module):
+    """BigGAN-style residual block at constant resolution with AdaIN:
+    ``AdaIN ReLU conv3x3 AdaIN ReLU conv3x3`` plus identity (the generator's bottleneck)."""
+
+    def __init__(self, channels: int, sn: bool = True):
+        super().__init__()
+        self.norm1 = AdaIN(channels)
+        self.conv1 = conv(channels, channels, 3, sn=sn)
+        self.norm2 = AdaIN(channels)
+        self.conv2 = conv(channels, channels, 3, sn=sn)
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.norm1.num_adain_params + self.norm2.num_adain_params
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        p1, p2 = params.split([self.norm1.num_adain_params, self.norm2.num_adain_params], dim=1)
+        h = self.conv1(F.relu(self.norm1(x, p1)))
+        h = self.conv2(F.relu(self.norm2(h, p2)))
+        return x + h
+
+
+class ResBlockUp(nn.Module):
+    """BigGAN generator block with AdaIN in place of conditional batch norm:
+    ``AdaIN ReLU up2 conv3x3 AdaIN ReLU conv3x3`` plus ``up2 conv1x1`` shortcut (nearest upsampling)."""
+
+    def __init__(self, in_ch: int, out_ch: int, sn: bool = True):
+        super().__init__()
+        self.norm1 = AdaIN(in_ch)
+        self.conv1 = conv(in_ch, out_ch, 3, sn=sn)
+        self.norm2 = AdaIN(out_ch)
+        self.conv2 = conv(out_ch, out_ch, 3, sn=sn)
+        self.shortcut = conv(in_ch, out_ch, 1, sn=sn)
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.norm1.num_adain_params + self.norm2.num_adain_params
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # x (B, in_ch, H, W) -> (B, out_ch, 2H, 2W)
+        p1, p2 = params.split([self.norm1.num_adain_params, self.norm2.num_adain_params], dim=1)
+        h = F.relu(self.norm1(x, p1))
+        h = self.conv1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        h = self.conv2(F.relu(self.norm2(h, p2)))
+        # 1x1 conv before upsampling: the same map as after it (both are per-pixel / replication), 4x cheaper
+        s = F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest")
+        return h + s
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check_model_config(mcfg) -> None:
+    """Raise :class:`~headpuppet.errors.ConfigError` for sizes the networks cannot be built with."""
+    from ..errors import ConfigError
+
+    s = mcfg.image_size
+    if not _is_pow2(s) or s < 8:
+        raise ConfigError(f"model.image_size must be a power of two >= 8 (e.g. 128 or 256), got {s}")
+    if not _is_pow2(mcfg.gen_bottleneck) or not 4 <= mcfg.gen_bottleneck < s:
+        raise ConfigError(f"model.gen_bottleneck must be a power of two in [4, {s // 2}], got {mcfg.gen_bottleneck}")
+    for key in ("ch", "max_ch", "emb_dim"):
+        if getattr(mcfg, key) < 1:
+            raise ConfigError(f"model.{key} must be a positive integer, got {getattr(mcfg, key)}")
+    if mcfg.max_ch < mcfg.ch:
+        raise ConfigError(f"model.max_ch ({mcfg.max_ch}) must be >= model.ch ({mcfg.ch})")
+    if mcfg.gen_res_blocks < 0:
+        raise ConfigError(f"model.gen_res_blocks must be >= 0, got {mcfg.gen_res_blocks}")
+    down = [s >> i for i in range(1, s.bit_length()) if s >> i >= 4]
+    for r in mcfg.attention_down:
+        if r not in down:
+            raise ConfigError(f"model.attention_down: {r} is not a resolution of the down-sampling paths; "
+                              f"use some of {down}")
+    up = [mcfg.gen_bottleneck << i for i in range(1, 16) if mcfg.gen_bottleneck << i <= s]
+    for r in mcfg.attention_up:
+        if r not in up:
+            raise ConfigError(f"model.attention_up: {r} is not a resolution of the generator's up-sampling path; "
+                              f"use some of {up}")
+    if mcfg.disc_scales < 1 or s >> (mcfg.disc_scales - 1) < 8:
+        raise ConfigError(f"model.disc_scales must be >= 1 and leave the smallest scale >= 8 px, got {mcfg.disc_scales}")
+
+
+def down_channels(resolution: int, image_size: int, ch: int, max_ch: int) -> int:
+    """Channels of a down-sampling path at ``resolution``: ``ch`` after the first block (at
+    image_size / 2), doubled per halving, capped at ``max_ch`` (paper: 64 -> 512)."""
+    halvings = (image_size // resolution).bit_length() - 1
+    return min(ch << max(halvings - 1, 0), max_ch)
+
+
+class DownPath(nn.Module):
+    """A stack of :class:`ResBlockDown` from ``image_size`` down to ``stop_res``, with self-attention
+    after the block that reaches each resolution in ``attention``.
+
+    ``forward`` returns the activation after every block (after its attention, where there is one):
+    the discriminator's feature-matching loss compares these.
+    """
+
+    def __init__(self, in_ch: int, image_size: int, stop_res: int, ch: int, max_ch: int,
+                 attention: list[int], sn: bool = True, norm: bool = False, last_ch: int | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        self.attn = nn.ModuleDict()
+        res, c_in = image_size, in_ch
+        while res > stop_res:
+            res //= 2
+            c_out = down_channels(res, image_size, ch, max_ch)
+            if res == stop_res and last_ch is not None:
+                c_out = last_ch
+            self.blocks.append(ResBlockDown(c_in, c_out, sn=sn, norm=norm, preactivation=len(self.blocks) > 0))
+            if res in attention:
+                self.attn[str(len(self.blocks) - 1)] = SelfAttention(c_out, sn=sn)
+            c_in = c_out
+        self.out_channels = c_in
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if str(i) in self.attn:
+                x = self.attn[str(i)](x)
+            feats.append(x)
+        return feats

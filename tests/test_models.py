@@ -1,0 +1,275 @@
+"""The networks of headpuppet.models and the discriminator plugins, on tiny configs (CPU, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from headpuppet.config import Config, ModelConfig, load_config
+from headpuppet.errors import ConfigError
+from headpuppet.models import (Embedder, Generator, MultiScaleDiscriminator, Networks, ProjectionDiscriminator,
+                               build_networks, count_parameters)
+from headpuppet.models.blocks import AdaIN, ResBlockDown, SelfAttention, has_spectral_norm
+from headpuppet.plugins import make_plugin_manager, registry
+
+torch.set_num_threads(1)
+
+B, K, S = 2, 2, 32
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(image_size=S, ch=8, max_ch=32, emb_dim=16, gen_bottleneck=8, gen_res_blocks=2,
+                attention_down=[16], attention_up=[16], spectral_norm=True, disc_scales=2)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def images(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=g) * 2 - 1
+
+
+def open_attention(module: nn.Module, value: float = 0.5) -> None:
+    """SAGAN's gamma starts at 0, which zeroes the gradient of the attention convs; open it."""
+    for m in module.modules():
+        if isinstance(m, SelfAttention):
+            nn.init.constant_(m.gamma, value)
+
+
+def test_embedder_shapes_and_mean():
+    torch.manual_seed(0)
+    E = Embedder(tiny()).eval()  # eval: spectral norm's power iteration would move the weights between calls
+    x, y = images(B, K, 3, S, S), images(B, K, 3, S, S, seed=1)
+    e, e_k = E(x, y)
+    assert e.shape == (B, 16) and e_k.shape == (B, K, 16)
+    assert torch.isfinite(e).all() and (e_k >= 0).all()  # ReLU after sum pooling
+    torch.testing.assert_close(e, e_k.mean(1))
+    # each shot is embedded independently of the others
+    torch.testing.assert_close(E.embed(x[:, 1], y[:, 1]), e_k[:, 1])
+    assert any(isinstance(m, SelfAttention) for m in E.modules())
+
+
+def test_generator_shapes_range_and_e_psi():
+    torch.manual_seed(0)
+    G = Generator(tiny()).eval()
+    y = images(B, 3, S, S)
+    e = torch.rand(B, 16)
+    out = G(y, e=e)
+    assert out.shape == (B, 3, S, S) and torch.isfinite(out).all()
+    assert out.min() >= -1 and out.max() <= 1
+    torch.testing.assert_close(G(y, psi=G.project(e)), out)
+    with pytest.raises(ValueError):
+        G(y)
+    with pytest.raises(ValueError):
+        G(y, e=e, psi=G.project(e))
+    with pytest.raises(ValueError):
+        G(y, psi=torch.zeros(B, G.psi_dim + 1))
+
+
+def test_psi_dim_counts_every_adain_layer():
+    G = Generator(tiny())
+    adains = [m for m in G.modules() if isinstance(m, AdaIN)]
+    assert G.psi_dim == sum(2 * m.channels for m in adains)
+    assert G.project(torch.zeros(1, 16)).shape == (1, G.psi_dim)
+
+
+def test_adain_parameters_change_the_output():
+    torch.manual_seed(0)
+    G = Generator(tiny()).eval()
+    y = images(1, 3, S, S)
+    psi = G.project(torch.rand(1, 16))
+    base = G(y, psi=psi)
+    assert not torch.allclose(base, G(y, psi=psi + 0.5 * torch.randn_like(psi)), atol=1e-4)
+    # every AdaIN layer is wired to its own slice: perturbing any one slice changes the image
+    offset = 0
+    for m in [m for m in G.modules() if isinstance(m, AdaIN)]:
+        p = psi.clone()
+        p[:, offset:offset + 2 * m.channels] += 1.0
+        assert not torch.allclose(base, G(y, psi=p), atol=1e-5), f"AdaIN at offset {offset} has no effect"
+        offset += 2 * m.channels
+    # different embeddings -> different people
+    assert not torch.allclose(G(y, e=torch.rand(1, 16)), G(y, e=torch.rand(1, 16) + 1.0), atol=1e-4)
+
+
+def test_discriminator_shapes_and_features():
+    torch.manual_seed(0)
+    D = ProjectionDiscriminator(tiny(), num_videos=5)
+    x, y = images(B, 3, S, S), images(B, 3, S, S, seed=1)
+    score, feats = D(x, y, video_idx=torch.tensor([0, 3]))
+    assert score.shape == (B,) and torch.isfinite(score).all()
+    # 32 -> 16 -> 8 -> 4 plus the extra block at 4x4: one activation per residual block
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 4]
+    assert feats[-1].shape[1] == 16
+    assert D.W.shape == (5, 16) and D.w0.shape == (16,) and D.b.shape == (1,)
+    with pytest.raises(ValueError):
+        D(x, y)
+
+
+def test_projection_uses_the_right_column_of_W():
+    torch.manual_seed(0)
+    D = ProjectionDiscriminator(tiny(), num_videos=4).eval()
+    x, y = images(3, 3, S, S), images(3, 3, S, S, seed=1)
+    idx = torch.tensor([1, 2, 1])
+    before, _ = D(x, y, video_idx=idx)
+    with torch.no_grad():
+        D.W[2] += 1.0
+    after, _ = D(x, y, video_idx=idx)
+    changed = ~torch.isclose(before, after)
+    assert changed.tolist() == [False, True, False]
+    with torch.no_grad():
+        D.W[0] += 1.0  # not used by any sample
+    torch.testing.assert_close(D(x, y, video_idx=idx)[0], after)
+
+
+def test_w_override_replaces_W_plus_w0():
+    torch.manual_seed(0)
+    D = ProjectionDiscriminator(tiny(), num_videos=3).eval()
+    with torch.no_grad():
+        D.w0.normal_()
+        D.b.fill_(0.25)
+    x, y = images(B, 3, S, S), images(B, 3, S, S, seed=1)
+    idx = torch.tensor([2, 0])
+    by_idx, _ = D(x, y, video_idx=idx)
+    by_w, _ = D(x, y, w=D.W[idx] + D.w0)
+    torch.testing.assert_close(by_w, by_idx)
+    w = torch.randn(B, 16)
+    v, _ = D.V(x, y)
+    torch.testing.assert_close(D(x, y, w=w)[0], (v * w).sum(1) + 0.25)
+    with pytest.raises(ValueError):
+        D(x, y, w=torch.zeros(B, 15))
+
+
+def test_multiscale_shapes_and_shared_projection():
+    torch.manual_seed(0)
+    D = MultiScaleDiscriminator(tiny(disc_scales=2), num_videos=3).eval()
+    x, y = images(B, 3, S, S), images(B, 3, S, S, seed=1)
+    score, feats = D(x, y, video_idx=torch.tensor([0, 2]))
+    assert score.shape == (B,) and torch.isfinite(score).all()
+    # full scale 32 -> 16, 8, 4, 4; half scale 16 -> 8, 4, 4
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 4, 8, 4, 4]
+    assert D.W.shape == (3, 16) and D.w0.shape == (16,) and D.b.shape == (1,)
+    # the score is the mean of each scale's projection score
+    proj = D.W[[0, 2]] + D.w0
+    v0, _ = D.Vs[0](x, y)
+    v1, _ = D.Vs[1](nn.functional.avg_pool2d(x, 2), nn.functional.avg_pool2d(y, 2))
+    expected = ((v0 * proj).sum(1) + (v1 * proj).sum(1)) / 2 + D.b
+    torch.testing.assert_close(score, expected)
+    torch.testing.assert_close(D(x, y, w=proj)[0], score)
+
+
+@pytest.mark.parametrize("disc", ["projection", "multiscale"])
+def test_gradients_reach_every_parameter(disc):
+    """One combined loss through E -> P -> G -> D (as meta-learning does) touches every parameter."""
+    torch.manual_seed(0)
+    cfg = Config(model=tiny(discriminator=disc))
+    nets = build_networks(cfg, num_videos=4, pm=make_plugin_manager())
+    for _, m in nets.items():
+        open_attention(m)
+    E, G, D = nets.embedder, nets.generator, nets.discriminator
+    x_k, y_k = images(B, K, 3, S, S), images(B, K, 3, S, S, seed=1)
+    x, y = images(B, 3, S, S, seed=2), images(B, 3, S, S, seed=3)
+    idx = torch.tensor([1, 3])
+    e, _ = E(x_k, y_k)
+    fake = G(y, e=e)
+    score_fake, feats_fake = D(fake, y, video_idx=idx)
+    score_real, feats_real = D(x, y, video_idx=idx)
+    # not -fake + real: that difference is blind to D's last bias and to b, whose gradients would cancel
+    loss = (score_fake.mean() + 2 * score_real.mean()
+            + sum((a - b).abs().mean() for a, b in zip(feats_fake, feats_real))
+            + (e - D.W[idx]).abs().mean())
+    loss.backward()
+    for name, module in nets.items():
+        for pname, p in module.named_parameters():
+            assert p.grad is not None, f"{name}.{pname} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{name}.{pname} has a non-finite gradient"
+            if pname.endswith("W"):
+                continue
+            assert p.grad.abs().sum() > 0, f"{name}.{pname} has an all-zero gradient"
+    # P is part of the generator and is trained through psi
+    assert G.projection.parametrizations.weight.original.grad.abs().sum() > 0
+    # only the rows of W of the videos in the batch get a gradient
+    row_has_grad = D.W.grad.abs().sum(1) > 0
+    assert row_has_grad.tolist() == [False, True, False, True]
+
+
+def test_spectral_norm_on_every_conv_and_linear():
+    cfg = Config(model=tiny(discriminator="multiscale"))
+    nets = build_networks(cfg, num_videos=2, pm=make_plugin_manager())
+    layers = [(n, m) for _, net in nets.items() for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) > 20
+    missing = [n for n, m in layers if not has_spectral_norm(m)]
+    assert not missing, f"no spectral norm on {missing}"
+
+    off = Config(model=tiny(spectral_norm=False))
+    nets = build_networks(off, num_videos=2, pm=make_plugin_manager())
+    assert not any(has_spectral_norm(m) for _, net in nets.items() for m in net.modules())
+
+
+def test_generator_encoder_uses_instance_norm_embedder_and_discriminator_do_not():
+    nets = build_networks(Config(model=tiny()), num_videos=2, pm=make_plugin_manager())
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in nets.generator.encoder.modules())
+    for net in (nets.embedder, nets.discriminator):
+        assert not any(isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d, AdaIN)) for m in net.modules())
+
+
+def test_registry_has_both_discriminators():
+    pm = make_plugin_manager()
+    reg = registry(pm, "discriminator")
+    assert {"projection", "multiscale"} <= set(reg.names())
+    assert isinstance(reg.create("projection", tiny(), 3), ProjectionDiscriminator)
+    assert isinstance(reg.create("multiscale", tiny(), 3), MultiScaleDiscriminator)
+
+
+def test_build_networks_picks_discriminator_and_rejects_bad_sizes():
+    nets = build_networks(Config(model=tiny(discriminator="multiscale")), num_videos=3, pm=make_plugin_manager())
+    assert isinstance(nets, Networks)
+    assert isinstance(nets.discriminator, MultiScaleDiscriminator)
+    assert [n for n, _ in nets.items()] == ["embedder", "generator", "discriminator"]
+    from headpuppet.errors import PluginError
+
+    with pytest.raises(PluginError, match="unknown discriminator"):
+        build_networks(Config(model=tiny(discriminator="nope")), 3, pm=make_plugin_manager())
+    with pytest.raises(ConfigError, match="image_size"):
+        Embedder(tiny(image_size=48))
+    with pytest.raises(ConfigError, match="attention_down"):
+        Generator(tiny(attention_down=[64]))
+    with pytest.raises(ConfigError, match="attention_up"):
+        Generator(tiny(attention_up=[8]))
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    cfg = Config(model=tiny())
+    a = build_networks(cfg, 2, pm=make_plugin_manager()).eval()
+    torch.manual_seed(1)
+    b = build_networks(cfg, 2, pm=make_plugin_manager()).eval()
+    y = images(1, 3, S, S)
+    e = torch.rand(1, 16)
+    assert not torch.allclose(a.generator(y, e=e), b.generator(y, e=e))
+    for (_, ma), (_, mb) in zip(a.items(), b.items()):
+        mb.load_state_dict(ma.state_dict())
+    torch.testing.assert_close(a.generator(y, e=e), b.generator(y, e=e))
+
+
+def test_resblockdown_without_downsampling_keeps_shape():
+    blk = ResBlockDown(8, 8, downsample=False)
+    assert blk.shortcut is None
+    assert blk(torch.randn(1, 8, 4, 4)).shape == (1, 8, 4, 4)
+
+
+def test_paper_256_builds_with_the_papers_sizes():
+    cfg = load_config("paper-256")
+    nets = build_networks(cfg, num_videos=10, pm=make_plugin_manager())
+    E, G, D = nets.embedder, nets.generator, nets.discriminator
+    assert isinstance(D, ProjectionDiscriminator)
+    assert D.W.shape == (10, 512)
+    # section 4: E 15M, G 38M, D's convolutional part 20M parameters (rounded)
+    assert round(count_parameters(E) / 1e6) == 15
+    assert round(count_parameters(G) / 1e6) == 38
+    assert round((count_parameters(D) - D.W.numel()) / 1e6) == 20
+    # self-attention at 32x32 in G's encoder (256 channels) and at 64x64 in its decoder (128 channels)
+    attn = [m for m in G.modules() if isinstance(m, SelfAttention)]
+    assert sorted(m.query.in_channels for m in attn) == [128, 256]
