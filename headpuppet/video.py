@@ -1,0 +1,340 @@
+"""Video I/O through imageio-ffmpeg's bundled ffmpeg: probe, decode, encode, mux audio.
+
+Supports the data pipeline of Zakharov et al. 2019 (Sec. 4, "Datasets": frames are sampled from
+talking-head videos) and the output side of animation (Sec. 3.4: the generated frames are written
+back as a video, here with the driver's audio).
+
+Frames are ``(H, W, 3) uint8 RGB``. Everything goes through ``imageio_ffmpeg.get_ffmpeg_exe()``
+so no system ffmpeg is needed. Errors a user can fix (missing file, not a video, cannot write) are
+:class:`headpuppet.errors.MediaError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import MediaError
+from .imaging import is_image, is_video, read_image
+
+__all__ = ["VideoInfo", "probe", "read_frames", "read_frames_any", "list_image_frames", "VideoWriter",
+           "ffmpeg_exe"]
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` finds out about a video file.
+
+    Attributes:
+        fps: frames per second of the (first) video stream; 0.0 when the container does not say.
+        num_frames: number of video frames (packets of the first video stream, counted exactly).
+        width, height: frame size in pixels as decoded (rotation metadata applied).
+        has_audio: whether the file has at least one audio stream.
+        duration: container duration in seconds (0.0 when unknown).
+    """
+
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    has_audio: bool
+    duration: float
+
+
+_RE_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_RE_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
+_RE_SIZE = re.compile(r"[, ](\d{2,5})x(\d{2,5})[, \[]")
+_RE_FPS = re.compile(r"([\d.]+)\s*fps")
+_RE_TBR = re.compile(r"([\d.]+k?)\s*tbr")
+_RE_ROTATE = re.compile(r"(?:rotate\s*:\s*|rotation of\s*)(-?[\d.]+)")
+_RE_FRAME = re.compile(r"frame=\s*(\d+)")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a video file")
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's stream information; counts frames exactly without decoding them.
+
+    One ffmpeg run: the input header gives size/fps/duration/audio, and stream-copying the first
+    video stream into the null muxer counts its packets (one per frame for the codecs met in
+    practice) at container-parsing speed.
+
+    Raises:
+        MediaError: the file is missing, unreadable, or has no video stream.
+    """
+    path = Path(path)
+    _check_file(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+           "-f", "null", "-"]
+    try:
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MediaError(f"{path}: cannot run ffmpeg to read it ({type(exc).__name__})") from None
+    err = res.stderr.decode("utf-8", "replace")
+    video = _RE_VIDEO.search(err)
+    if video is None or res.returncode != 0:
+        why = "no video stream" if "Invalid data" not in err and video is None and res.returncode == 0 \
+            else "not a readable video"
+        raise MediaError(f"{path}: {why} (check the file; ffmpeg could not decode it)")
+    line = video.group(1)
+    size = _RE_SIZE.search(line)
+    if size is None:
+        raise MediaError(f"{path}: not a readable video (no frame size in its video stream)")
+    width, height = int(size.group(1)), int(size.group(2))
+    fps_m = _RE_FPS.search(line)
+    fps = float(fps_m.group(1)) if fps_m else 0.0
+    if not fps:
+        tbr = _RE_TBR.search(line)
+        if tbr and not tbr.group(1).endswith("k"):
+            fps = float(tbr.group(1))
+    rot = _RE_ROTATE.search(err)
+    if rot and round(abs(float(rot.group(1)))) % 180 == 90:
+        width, height = height, width  # ffmpeg auto-rotates when decoding
+    dur_m = _RE_DURATION.search(err)
+    duration = (int(dur_m.group(1)) * 3600 + int(dur_m.group(2)) * 60 + float(dur_m.group(3))) if dur_m else 0.0
+    frames = _RE_FRAME.findall(err)
+    num_frames = int(frames[-1]) if frames else 0
+    has_audio = re.search(r"Stream #\d+:\d+.*?: Audio:", err) is not None
+    return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, has_audio=has_audio,
+                     duration=duration)
+
+
+def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video as ``(H, W, 3) uint8 RGB`` frames.
+
+    Args:
+        path: a video file.
+        every: keep frames ``0, every, 2*every, ...`` (sampled inside ffmpeg, so skipped frames are
+            never converted to RGB nor piped).
+        max_frames: stop after this many kept frames (``None``: all).
+
+    Frame ``i`` yielded is source frame ``i * every``.
+
+    Raises:
+        MediaError: the file is missing or cannot be decoded.
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    _check_file(path)
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if max_frames is not None and max_frames <= 0:
+        return
+    out: list[str] = []
+    if every > 1:
+        # passthrough keeps ffmpeg from duplicating frames to fill the gaps the select leaves
+        out += ["-vf", f"select=not(mod(n\\,{every}))", "-fps_mode", "passthrough"]
+    if max_frames is not None:
+        out += ["-frames:v", str(int(max_frames))]
+    out += ["-an", "-sn"]
+    gen = imageio_ffmpeg.read_frames(str(path), output_params=out, input_params=["-nostdin"])
+    try:
+        try:
+            meta = next(gen)
+        except (IOError, OSError, RuntimeError, StopIteration) as exc:
+            raise MediaError(f"{path}: not a readable video ({_first_line(exc)})") from None
+        w, h = meta["size"]
+        count = 0
+        while True:
+            try:
+                buf = next(gen)
+            except StopIteration:
+                break
+            except RuntimeError as exc:
+                raise MediaError(f"{path}: decoding failed after {count} frames ({_first_line(exc)})") from None
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)  # (H, W, 3), read-only view
+            count += 1
+            if max_frames is not None and count >= max_frames:
+                break
+    finally:
+        gen.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def list_image_frames(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name (``frame_2`` before ``frame_10``)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith(".")]
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def read_frames_any(path: str | Path, every: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Frames of a video file, or of a folder of image files (sorted by name, naturally).
+
+    Same sampling as :func:`read_frames`. Image frames are read as RGB (alpha dropped).
+
+    Raises:
+        MediaError: missing path, a folder without images, or an unreadable file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = list_image_frames(path)
+        if not files:
+            raise MediaError(f"{path}: folder has no image files")
+        files = files[::every]
+        if max_frames is not None:
+            files = files[:max_frames]
+        for f in files:
+            yield read_image(f)
+        return
+    yield from read_frames(path, every=every, max_frames=max_frames)
+
+
+class VideoWriter:
+    """Write frames to an H.264 (yuv420p) video; atomic: the target appears only on success.
+
+    Usage::
+
+        with VideoWriter("out.mp4", fps=25, audio_from="driver.mp4") as w:
+            for frame in frames:      # (H, W, 3) uint8 RGB, all the same size
+                w.write(frame)
+
+    Frames are encoded into a temporary file beside the target. On a clean exit, if ``audio_from``
+    has an audio stream it is muxed in (video copied, audio encoded AAC, ``-shortest`` so the
+    result is as long as the shorter of the two), and the result is renamed onto ``path``. If the
+    block raises, the temporary files are removed and no output is left.
+
+    Odd frame sizes are padded by one replicated row/column (yuv420p needs even sizes).
+
+    Args:
+        path: the output file (``.mp4`` recommended; the extension picks the container).
+        fps: frames per second.
+        audio_from: a media file whose first audio stream to mux in (ignored if it has none).
+        crf: x264 constant rate factor (lower = better quality, 18 is visually lossless-ish).
+    """
+
+    def __init__(self, path: str | Path, fps: float, audio_from: str | Path | None = None, crf: int = 18):
+        self.path = Path(path)
+        if fps is None or float(fps) <= 0:
+            raise MediaError(f"{path}: frames per second must be positive, got {fps}")
+        self.fps = float(fps)
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.crf = int(crf)
+        self.num_frames = 0
+        self._gen = None
+        self._size: tuple[int, int] | None = None  # (W, H) as written
+        suffix = self.path.suffix or ".mp4"
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}-{id(self):x}{suffix}")
+        self._tmp_mux = self.path.with_name(f".{self.path.stem}.mux-{os.getpid()}-{id(self):x}{suffix}")
+
+    def __enter__(self) -> "VideoWriter":
+        if self.audio_from is not None and not self.audio_from.exists():
+            raise MediaError(f"{self.audio_from}: no such file to take the audio from")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MediaError(f"{self.path.parent}: cannot create the output folder ({exc.strerror})") from None
+        return self
+
+    def _start(self, w: int, h: int) -> None:
+        import imageio_ffmpeg
+
+        self._size = (w + (w % 2), h + (h % 2))
+        self._gen = imageio_ffmpeg.write_frames(
+            str(self._tmp), self._size, fps=Fraction(self.fps).limit_denominator(1001),
+            codec="libx264", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+            ffmpeg_log_level="error", output_params=["-crf", str(self.crf), "-movflags", "+faststart"],
+        )
+        self._gen.send(None)  # start the generator: ffmpeg is now waiting for frames
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``(H, W, 3) uint8 RGB`` frame (every frame the size of the first)."""
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        h, w = frame.shape[:2]
+        if self._gen is None:
+            self._start(w, h)
+            self._in_size = (w, h)
+        elif (w, h) != self._in_size:
+            raise ValueError(f"frame {self.num_frames} is {w}x{h}, the first was {self._in_size[0]}x{self._in_size[1]}")
+        if (w, h) != self._size:
+            frame = np.pad(frame, ((0, self._size[1] - h), (0, self._size[0] - w), (0, 0)), mode="edge")
+        try:
+            self._gen.send(np.ascontiguousarray(frame).tobytes())
+        except (IOError, OSError) as exc:
+            raise MediaError(f"{self.path}: ffmpeg stopped while encoding ({_first_line(exc)})") from None
+        self.num_frames += 1
+
+    def _cleanup(self) -> None:
+        for p in (self._tmp, self._tmp_mux):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        gen, self._gen = self._gen, None
+        if exc_type is not None:
+            if gen is not None:
+                try:
+                    gen.close()
+                except Exception:
+                    pass
+            self._cleanup()
+            return False
+        try:
+            if gen is None:
+                raise MediaError(f"{self.path}: no frames were written, so no video was made")
+            try:
+                gen.close()  # waits for ffmpeg to finish the file
+            except Exception as exc:
+                raise MediaError(f"{self.path}: ffmpeg failed to finish the video ({_first_line(exc)})") from None
+            if not self._tmp.exists():
+                raise MediaError(f"{self.path}: ffmpeg wrote no file (is the extension a video container?)")
+            result = self._tmp
+            if self.audio_from is not None and self._has_audio(self.audio_from):
+                self._mux(self.audio_from)
+                result = self._tmp_mux
+            os.replace(result, self.path)
+        except BaseException:
+            self._cleanup()
+            raise
+        self._cleanup()
+        return False
+
+    @staticmethod
+    def _has_audio(path: Path) -> bool:
+        try:
+            return probe(path).has_audio
+        except MediaError:
+            return False
+
+    def _mux(self, audio: Path) -> None:
+        cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self._tmp), "-i", str(audio),
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest",
+               "-movflags", "+faststart", str(self._tmp_mux)]
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if res.returncode != 0:
+            msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise MediaError(f"{self.path}: could not add the audio of {audio} ({msg[-1] if msg else 'ffmpeg failed'})")

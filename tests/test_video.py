@@ -1,0 +1,154 @@
+"""headpuppet.video: probe, decode (with sampling), atomic H.264 writing with audio muxing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headpuppet.errors import MediaError
+from headpuppet.video import VideoWriter, ffmpeg_exe, probe, read_frames, read_frames_any
+
+
+@pytest.fixture(scope="module")
+def av_video(tmp_path_factory) -> Path:
+    """A 2 s 25 fps 96x64 test pattern with a 3 s sine tone (audio longer than the video)."""
+    path = tmp_path_factory.mktemp("av") / "av.mp4"
+    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error",
+           "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=2",
+           "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def test_probe_generated(av_video):
+    info = probe(av_video)
+    assert (info.width, info.height) == (96, 64)
+    assert info.fps == pytest.approx(25.0)
+    assert info.num_frames == 50
+    assert info.has_audio
+    assert info.duration == pytest.approx(3.0, abs=0.1)
+
+
+def test_probe_shared(shared_video):
+    info = probe(shared_video)
+    # SOURCES.md: 3.76 s, 25 fps, 256x256, 94 frames, no audio
+    assert (info.width, info.height, info.num_frames) == (256, 256, 94)
+    assert info.fps == pytest.approx(25.0)
+    assert not info.has_audio
+    assert info.duration == pytest.approx(3.76, abs=0.05)
+
+
+def test_read_frames_count_sampling_and_limit(av_video):
+    frames = list(read_frames(av_video))
+    assert len(frames) == 50
+    assert frames[0].shape == (64, 96, 3) and frames[0].dtype == np.uint8
+    every3 = list(read_frames(av_video, every=3))
+    assert len(every3) == 17  # frames 0, 3, ..., 48
+    for k in (0, 1, 7, 16):
+        # sampled frame k is source frame 3k (testsrc changes every frame: a counter is drawn)
+        assert np.array_equal(every3[k], frames[3 * k])
+    limited = list(read_frames(av_video, every=2, max_frames=5))
+    assert len(limited) == 5
+    assert np.array_equal(limited[4], frames[8])
+
+
+def test_read_frames_matches_shared_frame_count(shared_video):
+    assert sum(1 for _ in read_frames(shared_video)) == probe(shared_video).num_frames
+
+
+@pytest.mark.parametrize("make", ["missing", "text", "folder"])
+def test_unreadable_inputs_are_one_line_media_errors(tmp_path, make):
+    if make == "missing":
+        path = tmp_path / "nope.mp4"
+    elif make == "text":
+        path = tmp_path / "notes.mp4"
+        path.write_text("this is not a video\n")
+    else:
+        path = tmp_path / "dir.mp4"
+        path.mkdir()
+    for fn in (probe, lambda p: list(read_frames(p))):
+        with pytest.raises(MediaError) as err:
+            fn(path)
+        msg = str(err.value)
+        assert "\n" not in msg and str(path) in msg
+
+
+def test_writer_muxes_audio_and_is_shortest(av_video, tmp_path):
+    out = tmp_path / "sub" / "out.mp4"
+    src = list(read_frames(av_video))
+    with VideoWriter(out, fps=25, audio_from=av_video) as w:
+        for f in src[:30]:
+            w.write(f)
+    info = probe(out)
+    assert info.has_audio
+    assert info.num_frames == 30 and info.fps == pytest.approx(25.0)
+    assert (info.width, info.height) == (96, 64)
+    assert info.duration == pytest.approx(1.2, abs=0.15)  # -shortest: the 3 s tone was cut
+    back = list(read_frames(out))
+    assert len(back) == 30
+    # crf 18 is close to the source (mean abs error of a few levels)
+    assert np.abs(back[10].astype(int) - src[10].astype(int)).mean() < 6
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]  # no temporaries left
+
+
+def test_writer_without_audio_source_audio_and_odd_size(tmp_path, shared_video):
+    out = tmp_path / "odd.mp4"
+    with VideoWriter(out, fps=10, audio_from=shared_video) as w:  # the shared clip has no audio
+        for i in range(7):
+            w.write(np.full((33, 47, 3), 20 * i, np.uint8))
+    info = probe(out)
+    assert not info.has_audio
+    assert (info.width, info.height, info.num_frames) == (48, 34, 7)  # padded to even
+    assert info.fps == pytest.approx(10.0)
+
+
+def test_writer_error_leaves_nothing(tmp_path):
+    out = tmp_path / "never.mp4"
+    with pytest.raises(KeyError):
+        with VideoWriter(out, fps=25) as w:
+            for _ in range(5):
+                w.write(np.zeros((32, 32, 3), np.uint8))
+            raise KeyError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_replaces_existing_only_on_success(tmp_path):
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, fps=25) as w:
+            w.write(np.zeros((16, 16, 3), np.uint8))
+            raise RuntimeError
+    assert out.read_bytes() == b"old"
+    with pytest.raises(ValueError):
+        with VideoWriter(out, fps=25) as w:
+            w.write(np.zeros((16, 16, 3), np.uint8))
+            w.write(np.zeros((18, 16, 3), np.uint8))  # size changes: refused
+    assert out.read_bytes() == b"old"
+    with pytest.raises(MediaError):
+        with VideoWriter(out, fps=25):
+            pass  # no frames: no video
+    assert out.read_bytes() == b"old"
+
+
+def test_read_frames_any_folder(tmp_path, astronaut):
+    from headpuppet.imaging import write_image
+
+    for i in (10, 2, 1):  # natural order: 1, 2, 10
+        img = astronaut.copy()
+        img[:8, :8] = i
+        write_image(tmp_path / f"f{i}.png", img)
+    (tmp_path / "notes.txt").write_text("ignored")
+    frames = list(read_frames_any(tmp_path))
+    assert [int(f[0, 0, 0]) for f in frames] == [1, 2, 10]
+    assert [int(f[0, 0, 0]) for f in read_frames_any(tmp_path, every=2)] == [1, 10]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MediaError, match="no image files"):
+        list(read_frames_any(empty))
+    with pytest.raises(MediaError, match="no such"):
+        list(read_frames_any(tmp_path / "missing"))
