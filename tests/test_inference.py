@@ -1,0 +1,184 @@
+"""Few-shot inference (headpuppet.inference): sources embedded once, G alone per frame, person folders.
+
+Helpers here (tiny checkpoint, fake detector) are also used by test_animate_cli.py and test_finetune.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from headpuppet import hookimpl
+from headpuppet.errors import CheckpointError, NoFaceError
+from headpuppet.progress import Reporter
+
+TINY = {
+    "model": {"image_size": 32, "ch": 4, "max_ch": 8, "emb_dim": 8, "gen_bottleneck": 8, "gen_res_blocks": 1,
+              "attention_down": [], "attention_up": [], "discriminator": "projection"},
+    "loss": {"perceptual": {"laplacian-pyramid": 1.0}, "perceptual_layers": {}},
+    "finetune": {"steps": 2, "batch_size": 2, "preview_every": 1},
+}
+
+
+def tiny_config(**model):
+    from headpuppet.config import load_config
+
+    over = {k: dict(v) for k, v in TINY.items()}
+    over["model"].update(model)
+    return load_config(overrides=over)
+
+
+def make_checkpoint(root, seed: int = 0, detector: str = "mediapipe", **model):
+    """A tiny random checkpoint written with the training checkpoint module; returns its folder."""
+    from headpuppet.models import build_networks
+    from headpuppet.plugins import make_plugin_manager
+    from headpuppet.training.checkpoint import make_meta, save_checkpoint
+
+    cfg = tiny_config(**model)
+    torch.manual_seed(seed)
+    nets = build_networks(cfg, 3, make_plugin_manager())
+    return save_checkpoint(root / "checkpoints", 10, dict(nets.items()), make_meta(cfg, 10, 3, detector=detector))
+
+
+class TwoFaces:
+    """A detector that finds a small and a large synthetic face in any frame that is not dark."""
+
+    name = "two-faces"
+    has_iris = False
+
+    def __init__(self, **_):
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def detect(self, frame):
+        from headpuppet.protocols import Face
+
+        if frame.mean() < 10:
+            return []
+        h, w = frame.shape[:2]
+        ang = np.linspace(0, 2 * np.pi, 69)[:-1]
+        unit = np.stack([np.cos(ang), np.sin(ang) * 1.2], 1)
+        big = Face(unit * w * 0.2 + [w * 0.6, h * 0.5])
+        small = Face(unit * w * 0.05 + [w * 0.15, h * 0.2])
+        return [small, big]  # deliberately not largest-first: the caller must pick by area
+
+
+class _FakePlugin:
+    @hookimpl
+    def register_landmark_detectors(self, register):
+        register("two-faces", TwoFaces)
+
+
+def make_pm():
+    from headpuppet.plugins import make_plugin_manager
+
+    return make_plugin_manager(extra_plugins=[("test-fake-detector", _FakePlugin())])
+
+
+def mediapipe_or_skip(pm):
+    from headpuppet.plugins import registry
+
+    reg = registry(pm, "landmarks")
+    if "mediapipe" not in reg or reg["mediapipe"].unavailable:
+        pytest.skip("the mediapipe detector plugin is not available")
+    return reg.create("mediapipe")
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+@pytest.fixture
+def animator(tmp_path):
+    from headpuppet.inference import Animator
+
+    torch.set_num_threads(1)
+    return Animator.from_checkpoint(make_checkpoint(tmp_path), pm=make_pm())
+
+
+def test_prepare_source_embeds_once_and_render_runs_g_only(animator, astronaut):
+    det = mediapipe_or_skip(animator.pm)
+    calls = {"E": 0, "G": 0}
+    animator.embedder.register_forward_hook(lambda *a: calls.__setitem__("E", calls["E"] + 1))
+    animator.generator.register_forward_hook(lambda *a: calls.__setitem__("G", calls["G"] + 1))
+    shots = [astronaut, astronaut[:, ::-1].copy()]
+    person = animator.prepare_source(shots, detector=det, labels=["a", "b"])
+    S = animator.size
+    assert person.frames.shape == (2, S, S, 3) and person.frames.dtype == np.uint8
+    assert person.points.shape == (2, 68, 2)
+    # landmarks in crop px: inside the crop
+    assert (person.points > 0).all() and (person.points < S).all()
+    assert calls == {"E": 1, "G": 0}  # K shots in one embedder call
+    with torch.no_grad():
+        np.testing.assert_allclose(person.psi, animator.generator.project(person.e), atol=1e-6)
+        np.testing.assert_allclose(person.w, animator.discriminator.w0[None] + person.e, atol=1e-6)
+    assert person.box is not None and person.image is astronaut and person.faces_found == [1, 1]
+
+    pts = np.repeat(person.points[:1], 5, 0) + np.linspace(0, 2, 5)[:, None, None].astype(np.float32)
+    out = animator.render(person, pts, batch_size=2)
+    assert out.shape == (5, S, S, 3) and out.dtype == np.uint8
+    assert calls["E"] == 1 and calls["G"] == 3  # G only, in chunks of 2
+    again = animator.render(person, pts, batch_size=5)
+    assert np.abs(out.astype(int) - again.astype(int)).max() <= 1  # batching does not change frames
+    assert not np.array_equal(out[0], out[4])  # different landmarks, different frames
+
+
+def test_several_faces_picks_the_largest_and_warns(animator, astronaut):
+    rec = Recorder()
+    person = animator.prepare_source([astronaut], detector=TwoFaces(), labels=["astronaut.png"], reporter=rec)
+    assert person.faces_found == [2]
+    assert person.several_faces() == [("astronaut.png", 2)]
+    assert any("2 faces" in w and "largest" in w for w in rec.warnings)
+    assert person.box.side > 0.3 * astronaut.shape[1]  # the box of the big face, not the small one
+
+
+def test_no_face_in_source_is_a_clear_error(animator):
+    with pytest.raises(NoFaceError, match="no face found in the source black.png"):
+        animator.prepare_source([np.zeros((64, 64, 3), np.uint8)], detector=TwoFaces(), labels=["black.png"])
+
+
+def test_person_folder_round_trip(animator, astronaut, tmp_path):
+    from headpuppet.inference import Animator
+    from headpuppet.sources import is_person_dir
+
+    person = animator.prepare_source([astronaut], detector=TwoFaces())
+    pts = np.repeat(person.points[:1], 3, 0)
+    before = animator.render(person, pts)
+    animator.save_person(person, tmp_path / "p")
+    assert is_person_dir(tmp_path / "p")
+    a2, p2 = Animator.from_person_dir(tmp_path / "p", pm=animator.pm)
+    np.testing.assert_array_equal(a2.render(p2, pts), before)
+    np.testing.assert_array_equal(p2.frames, person.frames)
+    np.testing.assert_allclose(p2.points, person.points)
+    assert p2.box == person.box and p2.image.shape == astronaut.shape
+    assert a2.detector_name == "mediapipe"
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    from headpuppet.inference import Animator
+
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        Animator.from_checkpoint(tmp_path / "nope")
+
+
+def test_paste_back_composites_with_a_soft_edge():
+    from headpuppet.crop import CropBox
+    from headpuppet.inference import feather_mask, paste_back
+
+    image = np.full((100, 120, 3), 50, np.uint8)
+    crop = np.full((32, 32, 3), 200, np.uint8)
+    box = CropBox(90, 20, 40)  # leaves the image on the right
+    out = paste_back(image, crop, box)
+    assert out.shape == image.shape
+    assert (out[:, :85] == 50).all()                 # outside the box: untouched
+    assert out[40, 110, 0] == 200                    # well inside: the generated pixels
+    assert 50 < out[40, 91, 0] < 200                 # at the box edge: a blend
+    m = feather_mask(40)
+    assert m.max() == pytest.approx(1.0) and m[0, 0] < 0.05
