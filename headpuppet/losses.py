@@ -1,0 +1,115 @@
+"""The losses of meta-learning and fine-tuning (Zakharov et al. 2019, section 3.2).
+
+Equations are quoted by formula and the paper's symbols rather than by number (the arXiv versions
+number them differently). Embedder/generator objective: L = L_CNT + L_ADV + L_MCH, with
+
+* L_CNT, the content loss: L1 distances between activations of fixed perceptual networks (VGG19
+  and VGGFace in the paper) for the real frame x and the generated frame x_hat, weighted per
+  network - :class:`ContentLoss`;
+* L_ADV = -D(x_hat, y, i) + L_FM: the realism score of the fake (:func:`adversarial_g`)
+  plus feature matching over the discriminator's block activations (:func:`feature_matching`;
+  weight ``loss.fm`` = 10 in the paper);
+* L_MCH = || W_i - e_hat_i ||_1, pulling the embedder's output and the discriminator's
+  per-video column together (:func:`embedding_match`; weight ``loss.mch`` = 80).
+
+Discriminator objective, hinge loss:
+L_DSC = max(0, 1 + D(x_hat)) + max(0, 1 - D(x)) (:func:`hinge_d`).
+
+Every term here is a mean over its elements (an L1 "norm" is the mean absolute difference), so the
+weights do not depend on image size or batch size. The weights are applied by the caller
+(training steps), except for L_CNT whose per-network weights live in ``LossConfig.perceptual``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+
+class ContentLoss(nn.Module):
+    """L_CNT: for each perceptual network ``name`` with weight ``w`` in ``loss_cfg.perceptual``,
+    ``w * sum_l mean|phi_l(fake) - phi_l(real)|`` over its compared layers ``l``.
+
+    The networks come from the ``perceptual`` plugin registry (``vgg19``, ``vggface``,
+    ``laplacian-pyramid`` or a third party's), built with ``layers=loss_cfg.perceptual_layers[name]``
+    where given (else the network's own default). A network with weight 0 is not built. Building
+    raises :class:`headpuppet.errors.WeightsMissingError` when a network's weights are absent.
+
+    ``forward(fake (B, 3, H, W), real (B, 3, H, W))``, both in ``[-1, 1]``, returns
+    ``{name: weighted scalar}``. ``real`` is treated as a constant target: its activations are
+    computed without autograd, and gradients flow to ``fake`` only.
+
+    Args:
+        pm: the plugin manager.
+        loss_cfg: the :class:`LossConfig` (``perceptual`` weights and ``perceptual_layers``).
+        weights_dir: the weights directory (default: ``$HEADPUPPET_WEIGHTS`` or ``~/.cache/headpuppet/weights``).
+        device: where the networks live.
+    """
+
+    def __init__(self, pm, loss_cfg: LossConfig, weights_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        from .plugins import registry
+
+        reg = registry(pm, "perceptual")
+        self.weights: dict[str, float] = {}
+        self.nets = nn.ModuleDict()
+        for name, weight in loss_cfg.perceptual.items():
+            if float(weight) == 0.0:
+                continue
+            layers = (loss_cfg.perceptual_layers or {}).get(name)
+            net = reg.create(name, weights_dir=weights_dir, device=device, layers=layers)
+            self.nets[name] = net
+            self.weights[name] = float(weight)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        if fake.shape != real.shape:
+            raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} must have the same shape")
+        out: dict[str, torch.Tensor] = {}
+        for name, net in self.nets.items():
+            with torch.no_grad():
+                target = net(real)  # list of (B, C_l, H_l, W_l)
+            acts = net(fake)
+            total = sum(F.l1_loss(a, t) for a, t in zip(acts, target))
+            out[name] = self.weights[name] * total
+        return out
+
+
+def hinge_d(real_score: torch.Tensor, fake_score: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L_DSC, the discriminator's hinge loss, as two terms (their sum is L_DSC).
+
+    ``real = mean(relu(1 - D(x)))``, ``fake = mean(relu(1 + D(x_hat)))``; scores are ``(B,)``.
+    """
+    return {"real": F.relu(1.0 - real_score).mean(), "fake": F.relu(1.0 + fake_score).mean()}
+
+
+def adversarial_g(fake_score: torch.Tensor) -> torch.Tensor:
+    """The realism part of L_ADV for the generator: ``-mean(D(x_hat))``."""
+    return -fake_score.mean()
+
+
+def feature_matching(real_feats: Sequence[torch.Tensor], fake_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L_FM, the feature-matching part of L_ADV: mean over the discriminator's blocks of ``mean|D_k(x_hat) - D_k(x)|``.
+
+    The real activations are targets (detached); only the fake side receives gradients.
+    """
+    if len(real_feats) != len(fake_feats) or not real_feats:
+        raise ValueError(f"feature_matching needs equally many (>= 1) real and fake activations, got "
+                         f"{len(real_feats)} and {len(fake_feats)}")
+    terms = [F.l1_loss(f, r.detach()) for r, f in zip(real_feats, fake_feats)]
+    return torch.stack(terms).mean()
+
+
+def embedding_match(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """L_MCH, the embedding match: ``mean|W_i - e_hat_i|`` between the embedder's ``e`` ``(B, N)`` and the
+    discriminator's columns ``W[video_idx]`` ``(B, N)``. Both receive gradients, as in the paper
+    (it updates E and W alike)."""
+    if e.shape != w.shape:
+        raise ValueError(f"embedding_match: e {tuple(e.shape)} and w {tuple(w.shape)} must have the same shape")
+    return F.l1_loss(e, w)
