@@ -37,6 +37,9 @@ from .progress import NULL, Reporter
 #: order of the columns in the paper's table, then the extras
 PAPER_METRICS = ("fid", "ssim", "csim", "landmark-error")
 DEFAULT_SHOTS = (1, 8, 32)
+#: headers of the first-party metrics, used for a metric whose factory failed (no object to ask)
+KNOWN_LABELS = {"fid": ("FID", False), "ssim": ("SSIM", True), "psnr": ("PSNR", True), "csim": ("CSIM", True),
+                "landmark-error": ("LMK-err", False)}
 EVAL_FORMAT = "headpuppet-evaluation"
 EVAL_VERSION = 1
 
@@ -399,7 +402,8 @@ def load_metrics(pm, names: list[str] | None = None, weights_dir: Path | None = 
         try:
             m = entry.create(weights_dir, device=device)
         except HeadpuppetError as exc:
-            status[name] = MetricStatus(name, False, name, None, str(exc))
+            label, hib = KNOWN_LABELS.get(name, (name, None))
+            status[name] = MetricStatus(name, False, label, hib, str(exc))
             continue
         metrics[name] = m
         status[name] = MetricStatus(name, True, getattr(m, "label", name), getattr(m, "higher_is_better", None))
@@ -427,26 +431,48 @@ class Method(Protocol):
 
 
 class ModelMethod:
-    """The meta-learned model through :class:`headpuppet.inference.Animator`, feed-forward (``ff``)
-    or fine-tuned (``ft``) on the K shots (paper, section 3.4) for ``finetune_steps`` steps."""
+    """The meta-learned model through :class:`headpuppet.inference.Animator`, feed-forward (``ff``:
+    ``psi = P e`` from the embedder's mean over the K shots) or fine-tuned (``ft``: section 3.4,
+    ``finetune_steps`` steps on the K shots; ``None`` takes the checkpoint config's default).
+
+    The dataset's frames are already face crops with landmarks, so the shots go straight to the
+    embedder (no detection or re-cropping): generated frames are in the same crop as the targets.
+    """
 
     def __init__(self, animator, mode: str, finetune_steps: int | None = None, seed: int = 0):
         if mode not in ("ff", "ft"):
             raise HeadpuppetError(f"unknown mode '{mode}'; use ff (feed-forward) or ft (fine-tuned)")
         self.animator, self.mode, self.finetune_steps, self.seed = animator, mode, finetune_steps, seed
         self.name = mode.upper()
+        self._content_loss = None
 
     def prepare(self, shots, points, iris=None, video_id: str = ""):
         import torch
 
-        person = self.animator.prepare_frames(list(shots), np.asarray(points, np.float32), iris=iris)
+        from .inference import Person
+
+        a = self.animator
+        points = np.asarray(points, np.float32)
+        if iris is not None and not np.isfinite(iris).all():
+            iris = None  # a shot without irises: draw none rather than NaN circles
+        e = a.embed(shots, points, iris)  # (1, N) mean over the K shots
+        with torch.no_grad():
+            psi = a.generator.project(e)  # (1, P)
+        w0 = getattr(a.discriminator, "w0", None)
+        w = (w0.detach().to(e) + e).reshape(1, -1) if w0 is not None else None  # w' = w0 + e_new
+        person = Person(frames=np.asarray(shots), points=points, iris=iris, e=e, psi=psi, w=w)
         if self.mode == "ft":
-            # fine-tuning samples batches and noise: seed it per video so runs repeat exactly
-            torch.manual_seed(_seed(self.seed, video_id, len(shots)))
-            person = self.animator.fine_tune(person, steps=self.finetune_steps)
+            if self._content_loss is None:  # built once: the perceptual networks are large
+                from .losses import ContentLoss
+
+                self._content_loss = ContentLoss(a.pm, a.cfg.loss, device=a.device)
+            person = a.fine_tune(person, steps=self.finetune_steps, content_loss=self._content_loss,
+                                 seed=_seed(self.seed, video_id, len(shots)))
         return person
 
     def render(self, state, points, iris=None):
+        if iris is not None and not np.isfinite(iris).all():
+            iris = None
         return self.animator.render(state, np.asarray(points, np.float32), iris=iris)
 
 

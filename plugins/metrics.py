@@ -16,13 +16,10 @@ FID_WEIGHTS = "inception-fid"
 CSIM_WEIGHTS = "arcface-r100"
 
 
-def _load(name: str, weights_dir=None):
-    from headpuppet import weights
+def _load(name: str, weights_dir=None, title: str | None = None):
+    from headpuppet.weights import load_weights
 
-    try:
-        return weights.load_weights(name, weights_dir=weights_dir) if weights_dir is not None else weights.load_weights(name)
-    except TypeError:  # a load_weights without the weights_dir argument
-        return weights.load_weights(name)
+    return load_weights(name, weights_dir, title=title)  # WeightsMissingError names the fixing command
 
 
 def ssim_factory(weights_dir=None, device="cpu"):
@@ -47,7 +44,7 @@ def fid_factory(weights_dir=None, device="cpu"):
     from headpuppet.evaluation import FIDMetric
     from headpuppet.nets.inception import build_fid_inception
 
-    state = _load(FID_WEIGHTS, weights_dir)  # WeightsMissingError names the fixing command
+    state = _load(FID_WEIGHTS, weights_dir, "FID Inception-v3")  # WeightsMissingError names the fixing command
     return FIDMetric(build_fid_inception(state, device=device), device=device)
 
 
@@ -55,7 +52,7 @@ def csim_factory(weights_dir=None, device="cpu"):
     from headpuppet.evaluation import CSIMMetric
     from headpuppet.nets.facerec import build_arcface
 
-    state = _load(CSIM_WEIGHTS, weights_dir)
+    state = _load(CSIM_WEIGHTS, weights_dir, "CSIM ArcFace")
     return CSIMMetric(build_arcface(state, arch="r100", device=device), device=device)
 
 
@@ -89,11 +86,10 @@ def register_weights(register):
         description="Inception-v3 of the TF FID graph (pytorch-fid port), for the FID metric",
         source=PT_FID_URL,
         # pytorch-fid publishes only the first 8 hex digits of the sha256 (in the file name)
-        source_sha256=None,
+        source_sha256=PT_FID_SHA256_PREFIX,
         licence="Apache-2.0 (pytorch-fid; weights ported from TensorFlow's Inception-v3 graph, Apache-2.0)",
         converter=_convert_inception,
         filename=PT_FID_FILENAME,
-        extra={"sha256_prefix": PT_FID_SHA256_PREFIX},
     ))
     from headpuppet.nets.facerec import ARCFACE_LICENCE, ARCFACE_SOURCE
 
