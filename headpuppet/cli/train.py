@@ -1,15 +1,101 @@
-"""``headpuppet meta-train``: not built yet (see the project's issues)."""
+"""``headpuppet meta-train``: meta-learning on a preprocessed dataset (Zakharov et al. 2019, section 3.2).
+
+Precedence: flags > ``--set key=value`` > ``--config FILE`` > ``--preset``. With ``--resume RUN`` the
+config comes from the checkpoint, and ``--set``/flags may change the schedule (``--steps``, intervals,
+learning rates) but not the model or the losses. Multi-GPU: ``torchrun --nproc-per-node 8 -m
+headpuppet meta-train DATA ...`` (only rank 0 prints and writes).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from ._common import fail
+from ._common import RichReporter, handle_errors
+
+_PRESETS_HELP = "Config preset: paper-256 (the paper's model) or small-128 (a laptop-sized one)."
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_config(preset: str | None, config_file: str | None, sets: list[str], flags: dict,
+                   resume: str | None = None):
+    """The run's :class:`Config` from the command line (``None`` fields of ``flags`` are unset)."""
+    from ..config import from_dict, load_config, parse_override
+    from ..training.checkpoint import read_meta
+
+    flag_overrides = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, name = key.split(".")
+        flag_overrides.setdefault(section, {})[name] = value
+    if resume is not None and preset is None and config_file is None:
+        _, meta = read_meta(resume)
+        data = meta["config"]
+        for text in sets:
+            keys, value = parse_override(text)
+            nested = value
+            for k in reversed(keys):
+                nested = {k: nested}
+            data = _merge(data, nested)
+        return from_dict(_merge(data, flag_overrides))
+    cfg = load_config(preset or ("paper-256" if config_file is None else None), config_file, list(sets))
+    if flag_overrides:
+        from ..config import to_dict
+
+        cfg = from_dict(_merge(to_dict(cfg), flag_overrides))
+    return cfg
 
 
 def register(app: typer.Typer, state) -> None:
-    @app.command("meta-train", rich_help_panel="Pipeline",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train() -> None:
-        """Meta-learn embedder, generator and discriminator on a preprocessed dataset. (not built yet)"""
-        raise fail("'headpuppet meta-train' is not built yet in this version", code=2)
+    @app.command("meta-train", rich_help_panel="Pipeline")
+    @handle_errors
+    def meta_train_cmd(
+        data: Path = typer.Argument(..., help="A dataset folder written by `headpuppet preprocess`."),
+        preset: str = typer.Option(None, "--preset", help=_PRESETS_HELP + " Default paper-256."),
+        config: str = typer.Option(None, "--config", help="YAML file of config keys, applied over the preset."),
+        set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set loss.fm=5 (repeatable)."),
+        steps: int = typer.Option(None, "--steps", help="Total training steps of the run (train.steps)."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Parent folder of numbered run folders."),
+        resume: str = typer.Option(None, "--resume", help="Continue a run folder (its latest checkpoint) "
+                                                          "or a checkpoint folder."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Episodes per step per process."),
+        k_shots: int = typer.Option(None, "--k-shots", help="Frames per episode for the embedder (K)."),
+        amp: str = typer.Option(None, "--amp", help="Mixed precision: none or bf16 (autocast)."),
+        channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
+                                           help="channels_last memory format (GPU)."),
+        ema: float = typer.Option(None, "--ema", help="Keep a moving average of G's weights with this decay "
+                                                      "(e.g. 0.999); 0 turns it off."),
+        seed: int = typer.Option(None, "--seed", help="Seed of initial weights and data order."),
+        workers: int = typer.Option(None, "--workers", help="DataLoader worker processes per rank."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps of this "
+                                                                "invocation (resume later)."),
+    ) -> None:
+        """Meta-learn embedder, generator and discriminator on a preprocessed dataset.
+
+        Writes runs/NNNNN-<preset>-k<K>/ with config.yaml, stats.jsonl, samples/ and checkpoints/.
+        Ctrl-C saves a checkpoint; continue with --resume.
+        """
+        from ..training.distributed import env_world
+        from ..training.loop import meta_train
+
+        if amp is not None and amp not in ("none", "bf16"):
+            raise typer.BadParameter("must be none or bf16", param_hint="--amp")
+        flags = {"train.steps": steps, "train.batch_size": batch_size, "train.k_shots": k_shots,
+                 "train.amp": amp, "train.channels_last": channels_last, "train.ema": ema,
+                 "train.seed": seed, "train.num_workers": workers}
+        cfg = resolve_config(preset, config, set_, flags, resume)
+        rank = env_world()[0]
+        reporter = RichReporter(disable=rank != 0)
+        run = meta_train(cfg, data, out_root=out, pm=state.pm, resume=resume, reporter=reporter,
+                         device=device, max_steps=max_steps)
+        if rank == 0:
+            typer.echo(f"run folder: {run}")

@@ -1,0 +1,401 @@
+"""The meta-learning loop (Zakharov et al. 2019, section 3.2; schedule of section 4).
+
+Counts steps, not epochs. Each step draws ``batch_size`` K-shot episodes per process, runs one
+discriminator update (hinge loss) then one embedder+generator update (``L_CNT + L_ADV + L_MCH``),
+with separate Adam optimisers (E+G at ``lr_g``, D at ``lr_d``, ``betas`` from the config), and an
+optional moving average of G's weights (``train.ema``).
+
+A run lives in ``out_root/NNNNN-<preset>-k<K>/`` (see :mod:`headpuppet.training.runs`). Resume
+(``resume=RUN or checkpoint``) restores weights, optimisers, EMA, the torch/numpy/python RNG
+states and the sampler position, so on one process N + M steps with a resume in between equal
+N + M straight steps bit for bit. Under ``torchrun`` every rank resumes the same weights, the same
+optimiser state and the same data order; each rank's RNG is re-derived from ``(seed, step, rank)``
+(the checkpoint holds rank 0's).
+
+SIGINT (Ctrl-C) and SIGTERM finish the current step, save a checkpoint and return; a second
+Ctrl-C aborts at once. With several ranks the stop flag is agreed on by all-reduce each step so
+every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, from_dict, save_config, to_dict
+from ..errors import CheckpointError
+from ..progress import NULL, Reporter
+from . import checkpoint as ckpt
+from .distributed import (DistInfo, EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed,
+                          mean_over_ranks, unwrap, wrap)
+from .runs import StatsWriter, describe, new_run_dir, read_stats
+from .steps import autocast_for, discriminator_step, generator_step
+
+
+@dataclass
+class TrainNets:
+    """The networks as the steps see them (``embedder``/``generator``/``discriminator`` may be DDP)."""
+
+    embedder: torch.nn.Module
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+
+
+def _short(name: str) -> str:
+    """``Loss/G/vgg19`` -> ``G.vgg19`` for the progress bar."""
+    return name.replace("Loss/", "").replace("/", ".")
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps. A second SIGINT raises at once."""
+
+    def __init__(self):
+        self.set = False
+        self.reason = ""
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.set and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.set = True
+            self.reason = signal.Signals(signum).name
+
+        for s in old:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class MetaTrainer:
+    """Meta-learning on one dataset; :func:`meta_train` is the one-call form.
+
+    Args:
+        cfg: resolved config (``None`` with ``resume``: the checkpoint's). On resume, ``model`` and
+            ``loss`` must equal the checkpoint's; ``train`` (steps, intervals) is taken from ``cfg``.
+        data_root: a preprocessed dataset folder.
+        out_root: parent of run folders.
+        pm: plugin manager (default: a fresh one).
+        resume: a run folder or a checkpoint folder to continue (writes into its run folder).
+        reporter: progress (rank 0 only); silent by default.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, a torch.device.
+    """
+
+    def __init__(self, cfg: Config | None, data_root, out_root="runs", pm=None, resume=None,
+                 reporter: Reporter | None = None, device=None):
+        from ..data.episodes import EpisodeDataset
+        from ..data.format import open_dataset
+        from ..losses import ContentLoss
+        from ..models import build_networks
+
+        if pm is None:
+            from ..plugins import make_plugin_manager
+
+            pm = make_plugin_manager()
+        self.pm = pm
+        self.resume_folder, resume_meta = (ckpt.read_meta(resume) if resume is not None else (None, None))
+        if resume_meta is not None:
+            cfg = self._resume_config(cfg, from_dict(resume_meta["config"]))
+        if cfg is None:
+            raise ValueError("meta_train needs a config (or resume=)")
+        self.cfg = cfg
+        self.dist = init_distributed(device)
+        self.device = self.dist.device
+        self.reporter = (reporter or NULL) if self.dist.is_main else NULL
+        tc = cfg.train
+        if tc.batch_size < 1:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"train.batch_size must be at least 1, got {tc.batch_size}")
+        self.autocast = autocast_for(self.device, tc.amp)
+        torch.set_float32_matmul_precision("high")
+
+        # Perceptual weights are checked first: a missing VGG stops here, before any folder exists.
+        self.content_loss = ContentLoss(pm, cfg.loss, device=self.device)
+
+        self.index = open_dataset(data_root)
+        self.data = EpisodeDataset(self.index, tc.k_shots, size=cfg.model.image_size, iris=cfg.model.iris,
+                                   seed=tc.seed)
+        if resume_meta is not None and int(resume_meta.get("num_videos", -1)) != self.data.num_videos:
+            raise CheckpointError(f"the checkpoint was trained on {resume_meta.get('num_videos')} videos, this "
+                                  f"dataset has {self.data.num_videos}; resume on the same dataset")
+
+        _seed_all(tc.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        nets = build_networks(cfg, self.data.num_videos, pm)
+        self.raw = nets
+        mf = torch.channels_last if tc.channels_last else torch.preserve_format
+        for _, m in nets.items():
+            m.to(device=self.device, memory_format=mf)
+        self.ema = None
+        if tc.ema > 0:
+            self.ema = copy.deepcopy(nets.generator).eval().requires_grad_(False)
+        betas = tuple(tc.betas)
+        self.opt_g = torch.optim.Adam(list(nets.embedder.parameters()) + list(nets.generator.parameters()),
+                                      lr=tc.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(nets.discriminator.parameters(), lr=tc.lr_d, betas=betas)
+        self.step = 0
+        if self.resume_folder is not None:
+            self._load_resume()
+        else:
+            _seed_all(tc.seed + self.dist.rank)
+        self.nets = TrainNets(wrap(nets.embedder, self.dist), wrap(nets.generator, self.dist),
+                              wrap(nets.discriminator, self.dist))
+
+        self.run_dir: Path | None = None
+        if self.dist.is_main:
+            if self.resume_folder is not None:
+                self.run_dir = self.resume_folder.parent.parent
+                if not (self.run_dir / "checkpoints").is_dir():
+                    self.run_dir = new_run_dir(out_root, describe(cfg))  # resuming from a bare checkpoint
+            else:
+                self.run_dir = new_run_dir(out_root, describe(cfg))
+            save_config(cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            self.stats = StatsWriter(self.run_dir / "stats.jsonl")
+            self.stats.truncate_after(self.step)
+        if self.dist.enabled:  # everyone learns the run folder (rank 0 made it)
+            obj = [str(self.run_dir) if self.run_dir else None]
+            torch.distributed.broadcast_object_list(obj, src=0)
+            self.run_dir = Path(obj[0])
+        self.preview = None
+
+    # ------------------------------------------------------------------------------------ resume
+    @staticmethod
+    def _resume_config(cfg: Config | None, saved: Config) -> Config:
+        if cfg is None:
+            return saved
+        for section in ("model", "loss"):
+            a, b = to_dict(getattr(cfg, section)), to_dict(getattr(saved, section))
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            if diff:
+                raise CheckpointError(f"{section}.{diff[0]} differs from the checkpoint's ({b.get(diff[0])!r}); "
+                                      "drop that setting to resume, or start a new run")
+        cfg = copy.deepcopy(cfg)
+        cfg.preset = saved.preset
+        return cfg
+
+    def _load_resume(self) -> None:
+        folder = self.resume_folder
+        ckpt.load_networks_into(folder, {"embedder": self.raw.embedder, "generator": self.raw.generator,
+                                         "discriminator": self.raw.discriminator,
+                                         "generator_ema": self.ema})
+        if self.ema is not None and not (folder / "generator_ema.safetensors").exists():
+            self.ema.load_state_dict(self.raw.generator.state_dict())  # EMA newly switched on
+        state = ckpt.load_state(folder)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for opt, lr in ((self.opt_g, self.cfg.train.lr_g), (self.opt_d, self.cfg.train.lr_d)):
+            for group in opt.param_groups:  # the config may change the learning rates on resume
+                group["lr"] = lr
+                group["betas"] = tuple(self.cfg.train.betas)
+        self.step = int(state["step"])
+        if self.dist.world_size == 1 and int(state.get("world_size", 1)) == 1:
+            ckpt.set_rng_state(state["rng"], self.device)
+        else:
+            _seed_all(self.cfg.train.seed + 1_000_003 * self.step + self.dist.rank)
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _loader(self, start_step: int):
+        tc = self.cfg.train
+        sampler = EpisodeBatchSampler(len(self.data), tc.batch_size, seed=tc.seed, rank=self.dist.rank,
+                                      world_size=self.dist.world_size, start_step=start_step)
+        from ..data.episodes import collate
+
+        workers = max(0, int(tc.num_workers))
+        loader = torch.utils.data.DataLoader(
+            self.data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=2 if workers else None)
+        return sampler, loader
+
+    def _to_device(self, batch: dict) -> dict:
+        mf = torch.channels_last if self.cfg.train.channels_last else torch.preserve_format
+        out = {}
+        for k, v in batch.items():
+            v = v.to(self.device, non_blocking=True)
+            if v.ndim == 4 and v.is_floating_point():
+                v = v.contiguous(memory_format=mf)
+            out[k] = v
+        return out
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        beta = self.cfg.train.ema
+        for p_ema, p in zip(self.ema.parameters(), self.raw.generator.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.ema.buffers(), self.raw.generator.buffers()):
+            b_ema.copy_(b)
+
+    def networks_for_saving(self) -> dict[str, torch.nn.Module]:
+        out = {"embedder": self.raw.embedder, "generator": self.raw.generator,
+               "discriminator": self.raw.discriminator}
+        if self.ema is not None:
+            out["generator_ema"] = self.ema
+        return out
+
+    def save(self) -> Path | None:
+        """Checkpoint at the current step (rank 0 writes; every rank waits for it)."""
+        path = None
+        if self.dist.is_main:
+            state = {"step": self.step, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                     "rng": ckpt.rng_state(self.device), "world_size": self.dist.world_size,
+                     "sampler": {"seed": self.cfg.train.seed, "batch_size": self.cfg.train.batch_size,
+                                 "position": list(self._sampler_pos(self.step))}}
+            meta = ckpt.make_meta(self.cfg, self.step, self.data.num_videos, detector=self.index.detector,
+                                  dataset=str(self.index.root), world_size=self.dist.world_size)
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.networks_for_saving(),
+                                        meta, state=state, keep=self.cfg.train.keep_checkpoints)
+        barrier(self.dist)
+        return path
+
+    def _sampler_pos(self, step: int) -> tuple[int, int]:
+        s = EpisodeBatchSampler(len(self.data), self.cfg.train.batch_size, seed=self.cfg.train.seed,
+                                rank=self.dist.rank, world_size=self.dist.world_size)
+        return s.position(step)
+
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """``samples/step-NNNNNNN.png`` from the fixed preview episodes, and ``samples/losses.png``."""
+        from .plots import plot_losses, sample_grid, save_grid
+        from .steps import generate
+
+        if self.preview is None:
+            self.preview = self._to_device(self.data.preview_batch(4))
+        b = self.preview
+        E, G = self.raw.embedder, self.ema if self.ema is not None else self.raw.generator
+        modes = (E.training, G.training)
+        # eval mode: spectral-norm power iterations must not advance here, or sampling would
+        # change training (and break bit-exact resume)
+        E.eval(), G.eval()
+        try:
+            with self.autocast():
+                fake = generate(TrainNets(E, G, None), b)[0].float()
+        finally:
+            E.train(modes[0]), G.train(modes[1])
+        grid = sample_grid(b["shots"], b["target_landmarks"], fake, b["target"])
+        path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
+        save_grid(path, grid)
+        records = read_stats(self.run_dir / "stats.jsonl")
+        if records:
+            plot_losses(records, self.run_dir / "samples" / "losses.png")
+        return path
+
+    # -------------------------------------------------------------------------------------- loop
+    def run(self, max_steps: int | None = None) -> Path:
+        """Train until ``train.steps`` (or ``max_steps`` more steps); returns the run folder."""
+        tc = self.cfg.train
+        end = tc.steps if max_steps is None else min(tc.steps, self.step + max_steps)
+        if self.dist.is_main and self.data.skipped:
+            self.reporter.warn(f"{len(self.data.skipped)} video(s) with fewer than 2 frames skipped")
+        if self.dist.is_main and self.step == 0 and not self.resume_folder:
+            self.reporter.info(f"run folder {self.run_dir}: {self.data.num_videos} videos, "
+                               f"batch {tc.batch_size} x {self.dist.world_size} process(es), K={tc.k_shots}, "
+                               f"{self.cfg.model.image_size}px, device {self.device}")
+        sampler, loader = self._loader(self.step)
+        stop = _StopFlag()
+        acc: dict[str, float] = {}
+        n_acc, t_acc = 0, 0.0
+        last_saved = self.step if self.resume_folder is not None else -1
+        samples_per_step = tc.batch_size * self.dist.world_size
+        for _, m in self.raw.items():
+            m.train()
+        try:
+            with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task:
+                task.update(completed=self.step)
+                it = iter(loader)
+                while self.step < end:
+                    t0 = time.perf_counter()
+                    batch = self._to_device(next(it))
+                    d = discriminator_step(self.nets, batch, self.opt_d, self.cfg, autocast=self.autocast)
+                    g = generator_step(self.nets, batch, self.opt_g, self.content_loss, self.cfg,
+                                       autocast=self.autocast)
+                    if self.ema is not None:
+                        self._update_ema()
+                    self.step += 1
+                    dt = time.perf_counter() - t0
+                    terms = {**d, **g}
+                    if not all(math.isfinite(v) for v in terms.values()):
+                        bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
+                        self.reporter.warn(f"non-finite loss at step {self.step}: {', '.join(bad)}")
+                    for k, v in terms.items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    n_acc, t_acc = n_acc + 1, t_acc + dt
+                    task.advance(1, **{_short(k): v for k, v in terms.items()
+                                       if k.endswith("total") or k.endswith("adv")})
+                    if self.step % tc.log_every == 0 or self.step == end:
+                        self._log(acc, n_acc, t_acc, samples_per_step)
+                        acc, n_acc, t_acc = {}, 0, 0.0
+                    if self.dist.is_main and tc.sample_every > 0 and self.step % tc.sample_every == 0:
+                        self.write_samples()
+                    if tc.checkpoint_every > 0 and self.step % tc.checkpoint_every == 0:
+                        self.save()
+                        last_saved = self.step
+                    if any_rank(stop.set, self.dist):
+                        stop.set = True
+                        break
+            if last_saved != self.step:
+                self.save()
+            if self.dist.is_main:
+                if stop.set:
+                    self.reporter.info(f"stopped ({stop.reason or 'signal'}) at step {self.step}; checkpoint saved;"
+                                       f" continue with: headpuppet meta-train --resume {self.run_dir}")
+                elif not (tc.sample_every > 0 and self.step % tc.sample_every == 0):
+                    self.write_samples()
+        finally:
+            del loader
+        self.stopped = stop.set
+        return self.run_dir
+
+    def _log(self, acc: dict, n: int, t: float, samples_per_step: int) -> None:
+        if n == 0:
+            return
+        means = mean_over_ranks({k: v / n for k, v in acc.items()}, self.dist)
+        if not self.dist.is_main:
+            return
+        rec = {"step": self.step, "time": time.time(), **means,
+               "Progress/lr_g": self.opt_g.param_groups[0]["lr"], "Progress/lr_d": self.opt_d.param_groups[0]["lr"],
+               "Timing/sec_per_step": t / n, "Timing/samples_per_sec": samples_per_step * n / max(t, 1e-9)}
+        self.stats.write(rec)
+
+    def close(self) -> None:
+        cleanup(self.dist)
+
+
+def meta_train(cfg: Config | None, data_root, out_root="runs", pm=None, resume=None,
+               reporter: Reporter | None = None, device=None, max_steps: int | None = None) -> Path:
+    """Meta-learn E, G, D on the dataset at ``data_root``; returns the run folder.
+
+    ``max_steps`` stops after that many steps of this call (the run can be resumed later);
+    ``cfg.train.steps`` is the run's total. See :class:`MetaTrainer` for the other arguments.
+    """
+    trainer = MetaTrainer(cfg, data_root, out_root=out_root, pm=pm, resume=resume, reporter=reporter,
+                          device=device)
+    try:
+        return trainer.run(max_steps=max_steps)
+    finally:
+        trainer.close()

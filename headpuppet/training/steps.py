@@ -1,0 +1,160 @@
+"""One discriminator update and one embedder+generator update (Zakharov et al. 2019, sections 3.2-3.4).
+
+Meta-learning (section 3.2) alternates
+
+* a **D step** minimising the hinge loss ``L_DSC = max(0, 1 + D(x_hat)) + max(0, 1 - D(x))`` on the
+  real target ``x`` and a detached fake ``x_hat = G(y; P e)``;
+* a **G step** minimising ``L_CNT + L_ADV + L_MCH`` over the embedder and the generator, where
+  ``L_CNT`` is the content loss (one weighted term per perceptual network), ``L_ADV = -adv * D(x_hat)
+  + fm * FM(D features of x, x_hat)``, and ``L_MCH = mch * L1(e_i, W_i)``.
+
+``L_MCH`` involves both the embedding ``e_i`` (embedder) and ``W_i`` (a discriminator parameter).
+The G step pulls ``e_i`` towards ``W_i`` (``W`` held fixed); when ``match_w`` is on the D step adds
+the same term with ``e_i`` held fixed (``Loss/D/mch``), so ``W`` is pulled towards the embeddings by
+D's own optimiser. Both sides meeting is what fine-tuning relies on when it starts ``w'`` from
+``w0 + e_new`` (section 3.4).
+
+Fine-tuning reuses both functions unchanged:
+
+* pass ``psi`` ``(B, psi_dim)`` (the trainable ``psi'``, initialised to ``P e_new``) to skip the
+  embedder: the generator runs as ``G(y, psi=psi)``; include ``psi'`` in ``opt_g``'s parameters;
+* pass ``w`` ``(B, N)`` (the trainable ``w'``, initialised to ``w0 + e_new``) and the discriminator
+  uses it in place of ``W[video_idx] + w0``; include ``w'`` in ``opt_d``'s parameters;
+* ``use_match=False`` / ``match_w=False`` (there is no ``e_i`` and no ``W_i`` row).
+  The batch then needs only ``target`` and ``target_landmarks``.
+
+Discriminator parameters are frozen during the G step (their flags are restored afterwards), so
+the G step leaves no gradients in D and D's DDP wrapper is not involved (the G step calls the
+unwrapped D: D is not being updated there, so there is nothing to synchronise).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+
+from .distributed import unwrap
+
+Batch = dict[str, torch.Tensor]
+
+
+def autocast_for(device: torch.device | str, amp: str = "none") -> Callable[[], Any]:
+    """A context factory: bf16 autocast when ``amp == "bf16"``, else a no-op."""
+    device = torch.device(device)
+    if amp in (None, "none", "", "fp32"):
+        return nullcontext
+    if amp != "bf16":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"train.amp must be 'none' or 'bf16', got {amp!r}")
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def generate(nets, batch: Batch, psi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x_hat`` ``(B, 3, S, S)`` and the mean embedding ``e`` ``(B, N)`` (``None`` when ``psi`` given)."""
+    y = batch["target_landmarks"]  # (B, 3, S, S)
+    if psi is not None:
+        return nets.generator(y, psi=psi), None
+    e, _ = nets.embedder(batch["shots"], batch["shot_landmarks"])  # (B, N), (B, K, N)
+    return nets.generator(y, e=e), e
+
+
+def _w_rows(D: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    return unwrap(D).W[batch["video_idx"]]  # (B, N)
+
+
+def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w: torch.Tensor | None = None,
+                       psi: torch.Tensor | None = None, autocast: Callable[[], Any] | None = None,
+                       match_w: bool = True, fake: torch.Tensor | None = None) -> dict[str, float]:
+    """One D update on the hinge loss; returns ``{"Loss/D/real", "Loss/D/fake"[, "Loss/D/mch"], ...}``.
+
+    Args:
+        nets: anything with ``.embedder``, ``.generator``, ``.discriminator`` (possibly DDP-wrapped).
+        batch: an episode batch (see :class:`headpuppet.data.episodes.EpisodeDataset`).
+        opt_d: the optimiser of D's parameters (and of ``w'`` when fine-tuning).
+        cfg: the :class:`headpuppet.config.Config` (loss weights).
+        w: ``(B, N)`` projection vectors replacing ``W[video_idx] + w0`` (fine-tuning's ``w'``).
+        psi: ``(B, psi_dim)`` generator parameters replacing ``P E(shots)`` (fine-tuning's ``psi'``).
+        autocast: context factory (see :func:`autocast_for`).
+        match_w: add ``mch * L1(W_i, e_i.detach())`` so ``W`` follows the embeddings (meta-learning).
+        fake: a precomputed detached fake (skips the generator forward).
+    """
+    ac = autocast or nullcontext
+    D = nets.discriminator
+    real, y = batch["target"], batch["target_landmarks"]  # (B, 3, S, S)
+    e = None
+    if fake is None:
+        with torch.no_grad(), ac():
+            fake, e = generate(nets, batch, psi)
+    fake = fake.detach().to(real.dtype)
+    opt_d.zero_grad(set_to_none=True)
+    # One forward over real and fake together: one DDP forward per backward, and a single power
+    # iteration of the spectral norms per D step.
+    vid = batch.get("video_idx")
+    with ac():
+        score, _ = D(torch.cat([real, fake]), torch.cat([y, y]),
+                     video_idx=None if vid is None or w is not None else torch.cat([vid, vid]),
+                     w=None if w is None else torch.cat([w, w]))
+    real_score, fake_score = score.float().chunk(2)  # (B,), (B,)
+    from ..losses import hinge_d
+
+    terms = hinge_d(real_score, fake_score)
+    out = {"Loss/D/real": terms["real"], "Loss/D/fake": terms["fake"]}
+    if match_w and e is not None and w is None and cfg.loss.mch > 0:
+        from ..losses import embedding_match
+
+        out["Loss/D/mch"] = cfg.loss.mch * embedding_match(e.detach().float(), _w_rows(D, batch).float())
+    loss = sum(out.values())
+    loss.backward()
+    opt_d.step()
+    stats = {k: float(v.detach()) for k, v in out.items()}
+    stats["Loss/D/total"] = float(loss.detach())
+    stats["Score/real"] = float(real_score.detach().mean())
+    stats["Score/fake"] = float(fake_score.detach().mean())
+    return stats
+
+
+def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_loss, cfg,
+                   w: torch.Tensor | None = None, psi: torch.Tensor | None = None, use_match: bool = True,
+                   autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+    """One embedder+generator update; returns ``{"Loss/G/<perceptual>", "Loss/G/adv", "Loss/G/fm",
+    "Loss/G/mch", "Loss/G/total"}`` (``mch`` only with an embedder and ``use_match``).
+
+    Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.losses.ContentLoss`,
+    whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
+    """
+    from ..losses import adversarial_g, embedding_match, feature_matching
+
+    ac = autocast or nullcontext
+    D = unwrap(nets.discriminator)
+    real, y = batch["target"], batch["target_landmarks"]
+    vid = None if w is not None else batch.get("video_idx")
+    flags = [p.requires_grad for p in D.parameters()]
+    D.requires_grad_(False)
+    try:
+        opt_g.zero_grad(set_to_none=True)
+        with ac():
+            fake, e = generate(nets, batch, psi)                   # (B, 3, S, S), (B, N)
+            with torch.no_grad():
+                _, real_feats = D(real, y, video_idx=vid, w=w)
+            fake_score, fake_feats = D(fake, y, video_idx=vid, w=w)
+        out: dict[str, torch.Tensor] = {}
+        for name, value in content_loss(fake.float(), real.float()).items():
+            out[f"Loss/G/{name}"] = value
+        out["Loss/G/adv"] = cfg.loss.adv * adversarial_g(fake_score.float())
+        if cfg.loss.fm > 0:
+            out["Loss/G/fm"] = cfg.loss.fm * feature_matching([f.float() for f in real_feats],
+                                                               [f.float() for f in fake_feats])
+        if use_match and e is not None and cfg.loss.mch > 0:
+            out["Loss/G/mch"] = cfg.loss.mch * embedding_match(e.float(), _w_rows(D, batch).detach().float())
+        loss = sum(out.values())
+        loss.backward()
+        opt_g.step()
+    finally:
+        for p, f in zip(D.parameters(), flags):
+            p.requires_grad_(f)
+    stats = {k: float(v.detach()) for k, v in out.items()}
+    stats["Loss/G/total"] = float(loss.detach())
+    return stats
