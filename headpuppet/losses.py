@@ -64,7 +64,9 @@ class ContentLoss(nn.Module):
             if float(weight) == 0.0:
                 continue
             layers = (loss_cfg.perceptual_layers or {}).get(name)
-            net = reg.create(name, weights_dir=weights_dir, device=device, layers=layers)
+            # `layers` only when configured, so a third-party factory without that argument still works
+            extra = {} if layers is None else {"layers": list(layers)}
+            net = reg.create(name, weights_dir=weights_dir, device=device, **extra)
             self.nets[name] = net
             self.weights[name] = float(weight)
 
