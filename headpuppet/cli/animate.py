@@ -1,15 +1,128 @@
-"""``headpuppet animate``: not built yet (see the project's issues)."""
+"""``headpuppet animate``: make the SOURCE person move and talk like the DRIVER (paper section 4,
+"puppeteering"; few-shot fine-tuning of section 3.4 with ``--finetune-steps``)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from ._common import fail
+from ._common import RichReporter, console, handle_errors
+
+
+def default_output(sources: list[str], driver: str) -> Path:
+    """``<source-stem>_<driver-stem>.mp4`` in the current folder."""
+    first = Path(sources[0])
+    src = first.name if first.is_dir() else first.stem
+    drv = Path(driver)
+    return Path(f"{src}_{drv.name if drv.is_dir() else drv.stem}.mp4")
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, before any work, when ``path`` cannot be written."""
+    from ..errors import MediaError
+    from ..imaging import is_video
+
+    if path.is_dir():
+        raise MediaError(f"{path} is a folder; give -o a file name such as out.mp4")
+    if not is_video(path):
+        raise MediaError(f"{path}: the output must be a video file name (.mp4, .mov, .mkv, ...)")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = parent
+    while not existing.exists():  # VideoWriter creates missing folders: check the first one that exists
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise MediaError(f"cannot write {path}: {existing} is not a writable folder; choose another -o")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise MediaError(f"cannot write {path}: the file exists and is read-only; choose another -o")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def register(app: typer.Typer, state) -> None:
-    @app.command("animate", rich_help_panel="Pipeline",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def animate() -> None:
-        """Animate a photo (or shots, or a fine-tuned person) with a driver video. (not built yet)"""
-        raise fail("'headpuppet animate' is not built yet in this version", code=2)
+    @app.command("animate", rich_help_panel="Pipeline")
+    @handle_errors
+    def animate(
+        paths: List[str] = typer.Argument(..., metavar="SOURCE... DRIVER",
+                                          help="SOURCE: a photo, several photos, a folder of photos, a video "
+                                               "(K frames sampled) or a fine-tuned person folder; then the "
+                                               "DRIVER video (or folder of frames)."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                              help="Output video [default: <source>_<driver>.mp4]."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                                  help="Run or checkpoint folder [default: weights/demo]."),
+        finetune_steps: int = typer.Option(0, "--finetune-steps", min=0,
+                                           help="Fine-tune G and D on the source shots first (paper 3.4)."),
+        relative: bool = typer.Option(True, "--relative/--absolute",
+                                      help="Transfer the driver's motion onto the source's own landmarks "
+                                           "(keeps its face shape), or drive with the driver's landmarks as they are."),
+        smooth: float = typer.Option(1.0, "--smooth", min=0.0,
+                                     help="Temporal smoothing of the driver's landmarks (Gaussian sigma, frames)."),
+        no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth the driver's landmarks."),
+        side_by_side: bool = typer.Option(False, "--side-by-side", help="Write driver crop | result."),
+        paste: bool = typer.Option(False, "--paste-back", help="Put the result back into the full source photo."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda [default: cuda if available]."),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per generator pass."),
+        detector: Optional[str] = typer.Option(None, "--detector",
+                                               help="Landmark detector plugin [default: the checkpoint's]."),
+        shots: int = typer.Option(8, "--shots", "-k", min=1, help="Frames sampled when SOURCE is a video."),
+        fps: float = typer.Option(25.0, "--fps", min=1.0, help="Frame rate when DRIVER is a folder of frames."),
+    ) -> None:
+        """Animate a photo (or shots, or a fine-tuned person) with a driver video; keeps its audio."""
+        import time
+
+        from ..errors import MediaError
+        from ..inference import Animator, animate as run_animate, default_checkpoint
+        from ..sources import is_person_dir, load_source_images, open_driver
+
+        if len(paths) < 2:
+            raise MediaError("give at least one SOURCE and one DRIVER: headpuppet animate photo.jpg driver.mp4")
+        *sources, driver_path = paths
+        out = output or default_output(sources, driver_path)
+        check_writable(out)                                   # before any work
+        driver = open_driver(driver_path, fps=fps)            # unreadable driver: fail early too
+        device = device or _default_device()
+        reporter = RichReporter()
+        t0 = time.perf_counter()
+
+        person_dir = len(sources) == 1 and is_person_dir(sources[0])
+        if person_dir:
+            animator, person = Animator.from_person_dir(sources[0], device=device, pm=state.pm)
+            det = animator.make_detector(detector)
+        else:
+            src = load_source_images(sources, k=shots)   # unreadable photos fail before the model loads
+            ckpt = checkpoint or default_checkpoint()
+            if not Path(ckpt).exists():
+                from ..errors import CheckpointError
+
+                raise CheckpointError(
+                    f"no checkpoint at {ckpt}; pass --checkpoint with a run or checkpoint folder"
+                    + ("" if checkpoint else " (the demo weights are not installed)"))
+            animator = Animator.from_checkpoint(ckpt, device=device, pm=state.pm)
+            det = animator.make_detector(detector)
+            person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
+        if finetune_steps:
+            person = animator.fine_tune(person, finetune_steps, reporter=reporter)
+
+        result = run_animate(animator, person, driver, out, detector=det, relative=relative,
+                             smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
+                             batch_size=batch_size, reporter=reporter)
+        seconds = time.perf_counter() - t0
+        lines = [f"wrote {result.output}: {result.frames} frames at {result.fps:g} fps"
+                 + (" with the driver's audio" if result.has_audio else "")]
+        if result.bridged:
+            lines.append(f"{result.bridged} driver frame(s) had no face and were bridged from their neighbours")
+        for label, n in result.several_faces:
+            lines.append(f"{n} faces in the source {label}; the largest was used")
+        if relative and result.reference is not None:
+            lines.append(f"relative motion: driver frame {result.reference} mapped onto the source's pose")
+        lines.append(f"{seconds:.1f} s in all, {result.frames / max(result.seconds, 1e-9):.1f} frames/s "
+                     f"(landmarks + render + encode) on {device}")
+        for line in lines:
+            console.print(line, highlight=False, soft_wrap=True)
