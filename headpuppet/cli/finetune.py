@@ -1,15 +1,52 @@
-"""``headpuppet fine-tune``: not built yet (see the project's issues)."""
+"""``headpuppet fine-tune``: few-shot fine-tuning of a meta-learned model on one new person
+(Zakharov et al. 2019, section 3.4). Writes a person folder that ``headpuppet animate`` takes as SOURCE."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from ._common import fail
+from ._common import RichReporter, console, handle_errors
 
 
 def register(app: typer.Typer, state) -> None:
-    @app.command("fine-tune", rich_help_panel="Pipeline",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def finetune() -> None:
-        """Fine-tune a checkpoint on frames of one new person. (not built yet)"""
-        raise fail("'headpuppet fine-tune' is not built yet in this version", code=2)
+    @app.command("fine-tune", rich_help_panel="Pipeline")
+    @handle_errors
+    def finetune(
+        checkpoint: Path = typer.Argument(..., help="Run or checkpoint folder from `headpuppet meta-train`."),
+        sources: List[str] = typer.Argument(..., metavar="SOURCE...",
+                                            help="Photos, a folder of photos, or a video of the new person."),
+        out: Path = typer.Option(..., "--out", "-o", help="Person folder to write."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Steps [default: finetune.steps of the checkpoint's config]."),
+        frames: int = typer.Option(32, "--frames", "-t", min=1, help="Frames sampled when SOURCE is a video (T)."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda [default: cuda if available]."),
+        detector: Optional[str] = typer.Option(None, "--detector", help="Landmark detector plugin [default: the checkpoint's]."),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """Fine-tune a checkpoint on frames of one new person."""
+        import time
+
+        from ..errors import CheckpointError, MediaError
+        from ..finetune import fine_tune_person
+        from ..inference import Animator
+        from ..sources import load_source_images
+        from .animate import _default_device
+
+        if out.exists() and not out.is_dir():
+            raise MediaError(f"{out} is a file; --out must be a folder to write the person into")
+        if not checkpoint.exists():
+            raise CheckpointError(f"no checkpoint at {checkpoint}; pass a run or checkpoint folder")
+        device = device or _default_device()
+        reporter = RichReporter()
+        t0 = time.perf_counter()
+        src = load_source_images(sources, k=frames)
+        animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm)
+        det = animator.make_detector(detector)
+        person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
+        tuned = fine_tune_person(animator, person, steps, reporter=reporter, preview_dir=out / "previews", seed=seed)
+        animator.save_person(tuned, out)
+        console.print(f"wrote {out}: {tuned.num_shots} frames, {tuned.finetune_steps} steps, "
+                      f"{time.perf_counter() - t0:.1f} s; animate it with "
+                      f"`headpuppet animate {out} DRIVER.mp4`", highlight=False, soft_wrap=True)

@@ -1,0 +1,144 @@
+"""Few-shot fine-tuning on T frames of a new person (Zakharov et al. 2019, section 3.4).
+
+After meta-learning, a new person's T frames give ``e_new`` (mean of E over the T frames). Then
+
+* the generator's AdaIN parameters ``psi'`` are initialised to ``P e_new`` and trained directly
+  (an ``nn.Parameter``; the embedder E is no longer used);
+* the discriminator's projection vector ``w'`` is initialised to ``w0 + e_new`` (which is what
+  the matching loss of meta-learning makes ``W_i + w0`` close to) and trained with D;
+* G and D are fine-tuned with ``L_CNT + L_ADV`` (no ``L_MCH``: there is no ``W_i`` row) on batches
+  drawn from the T frames, for ``cfg.finetune.steps`` steps with ``cfg.finetune`` learning rates.
+
+The update steps are :func:`headpuppet.training.steps.discriminator_step` / ``generator_step``,
+the same as meta-learning, run with ``psi=`` and ``w=``. The result is a :class:`Person` with its
+own copies of G and D (the base model is untouched), saved by :func:`fine_tune` as a person folder
+that ``headpuppet animate`` takes as SOURCE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+from .imaging import to_tensor, to_uint8, write_image
+from .progress import NULL, Reporter
+
+
+def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi, rows: int = 4) -> np.ndarray:
+    """Grid with one row per frame: source shot | landmark image | generated | real."""
+    from .landmarks import rasterise
+
+    idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
+    y = animator.landmark_images(points[idx], None if person.iris is None else person.iris[idx])
+    with torch.no_grad():
+        fake = to_uint8(gen(y, psi=psi.expand(len(idx), -1)).float())
+    out = []
+    for j, i in enumerate(idx):
+        lm = rasterise(points[i], animator.size, iris=person.iris[i] if (person.iris is not None and animator.uses_iris) else None)
+        out.append(np.concatenate([person.frames[0], lm, fake[j], frames[i]], axis=1))
+    return np.concatenate(out, axis=0)
+
+
+def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Reporter | None = None,
+                     batch_size: int | None = None, lr_g: float | None = None, lr_d: float | None = None,
+                     preview_dir: str | Path | None = None, preview_every: int | None = None,
+                     content_loss=None, seed: int = 0, amp: str = "none"):
+    """Fine-tune G and D on the person's shots (all of them are the T frames); returns a new Person.
+
+    Args:
+        animator: a :class:`headpuppet.inference.Animator` with a discriminator.
+        person: from ``animator.prepare_source(frames)`` (``e`` is the mean over the T frames).
+        steps, batch_size, lr_g, lr_d, preview_every: default to ``animator.cfg.finetune``.
+        preview_dir: write ``step-NNNNNNN.png`` previews there (source | landmark | generated | real).
+        content_loss: a :class:`headpuppet.losses.ContentLoss` (default: built from ``cfg.loss``).
+        seed: seeds the batch order and the networks' randomness.
+    """
+    from .inference import Person, clone_module
+    from .training.steps import autocast_for, discriminator_step, generator_step
+
+    cfg = animator.cfg
+    fcfg = cfg.finetune
+    steps = fcfg.steps if steps is None else int(steps)
+    batch_size = batch_size or fcfg.batch_size
+    preview_every = fcfg.preview_every if preview_every is None else preview_every
+    reporter = reporter or NULL
+    if animator.discriminator is None:
+        raise CheckpointError(f"{animator.source} has no discriminator, which fine-tuning needs; use a "
+                              f"training checkpoint or an export made with the discriminator")
+    device = animator.device
+    if content_loss is None:
+        from .losses import ContentLoss
+
+        content_loss = ContentLoss(animator.pm, cfg.loss, device=device)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = clone_module(person.generator or animator.generator).train()
+    disc = clone_module(person.discriminator or animator.discriminator).train()
+    psi = torch.nn.Parameter(person.psi.detach().clone().to(device))          # (1, P), psi' = P e_new
+    w0 = disc.w0.detach().reshape(1, -1)
+    w_init = person.w if person.w is not None else w0 + person.e
+    w = torch.nn.Parameter(w_init.detach().clone().to(device))               # (1, N), w' = w0 + e_new
+
+    class _Nets:  # what the step functions read
+        embedder = None
+        generator = gen
+        discriminator = disc
+
+    betas = tuple(cfg.train.betas)
+    opt_g = torch.optim.Adam(list(gen.parameters()) + [psi], lr=lr_g or fcfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(list(disc.parameters()) + [w], lr=lr_d or fcfg.lr_d, betas=betas)
+    ac = autocast_for(device, amp)
+
+    frames, points = person.frames, person.points
+    reals = to_tensor(frames).to(device)                                      # (T, 3, S, S)
+    ys = animator.landmark_images(points, person.iris)                        # (T, 3, S, S)
+    T = len(frames)
+    if preview_dir is not None:
+        Path(preview_dir).mkdir(parents=True, exist_ok=True)
+    stats: dict[str, float] = {}
+    with reporter.task("fine-tune", total=steps) as task:
+        for step in range(1, steps + 1):
+            idx = torch.from_numpy(rng.choice(T, size=batch_size, replace=T < batch_size)).to(device)
+            batch = {"target": reals[idx], "target_landmarks": ys[idx]}
+            b = len(idx)
+            d = discriminator_step(_Nets, batch, opt_d, cfg, w=w.expand(b, -1), psi=psi.detach().expand(b, -1),
+                                   autocast=ac, match_w=False)
+            g = generator_step(_Nets, batch, opt_g, content_loss, cfg, w=w.detach().expand(b, -1),
+                               psi=psi.expand(b, -1), use_match=False, autocast=ac)
+            stats = {**d, **g}
+            task.advance(1, G=stats["Loss/G/total"], D=stats["Loss/D/total"])
+            if preview_dir is not None and preview_every and (step % preview_every == 0 or step == steps):
+                gen.eval()
+                write_image(Path(preview_dir) / f"step-{step:07d}.png",
+                            _preview(animator, person, frames, points, gen, psi.detach()))
+                gen.train()
+    gen.eval()
+    disc.eval()
+    return Person(frames=person.frames, points=person.points, iris=person.iris, e=person.e,
+                  psi=psi.detach().clone(), w=w.detach().clone(), image=person.image, box=person.box,
+                  labels=person.labels, faces_found=person.faces_found, generator=gen, discriminator=disc,
+                  finetune_steps=person.finetune_steps + steps)
+
+
+def fine_tune(checkpoint: str | Path, frames: list[np.ndarray], out_dir: str | Path, steps: int | None = None,
+              pm=None, reporter: Reporter | None = None, *, device: str = "cpu", detector=None,
+              labels: list[str] | None = None, seed: int = 0, **kwargs):
+    """Fine-tune ``checkpoint`` on ``frames`` (T images of one person) and write a person folder.
+
+    Landmarks come from the checkpoint's detector plugin (or ``detector``); previews go to
+    ``out_dir/previews``. Returns ``(person, out_dir)``.
+    """
+    from .inference import Animator
+
+    reporter = reporter or NULL
+    animator = Animator.from_checkpoint(checkpoint, device=device, pm=pm)
+    person = animator.prepare_source(frames, detector=detector, labels=labels, reporter=reporter)
+    out_dir = Path(out_dir)
+    tuned = fine_tune_person(animator, person, steps, reporter=reporter, preview_dir=out_dir / "previews",
+                             seed=seed, **kwargs)
+    animator.save_person(tuned, out_dir)
+    return tuned, out_dir

@@ -1,0 +1,122 @@
+"""Few-shot fine-tuning (paper section 3.4, headpuppet.finetune) and ``headpuppet fine-tune``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.conftest import shared_file, strip_ansi
+from tests.test_inference import TwoFaces, make_checkpoint, make_pm, mediapipe_or_skip
+
+TRAIN = [0, 10, 20, 30, 40, 50]
+HELD_OUT = [5, 25, 45, 70, 90]
+
+
+def _frames(indices):
+    from headpuppet.video import read_frames
+
+    video = shared_file("videos/dtk_m030_neutral.mp4")
+    wanted = set(indices)
+    return [f for i, f in enumerate(read_frames(video, max_frames=max(indices) + 1)) if i in wanted]
+
+
+def _l1(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 127.5)
+
+
+def _held_out_gain(tmp_path, steps: int, size: int, **model) -> tuple[float, float]:
+    from headpuppet.inference import Animator
+
+    torch.set_num_threads(1)
+    pm = make_pm()
+    det = mediapipe_or_skip(pm)
+    animator = Animator.from_checkpoint(make_checkpoint(tmp_path, image_size=size, **model), pm=pm)
+    person = animator.prepare_source(_frames(TRAIN), detector=det)
+    held = animator.prepare_source(_frames(HELD_OUT), detector=det)  # crops + landmarks of unseen frames
+    before = _l1(animator.render(person, held.points), held.frames)
+    tuned = animator.fine_tune(person, steps, batch_size=4, lr_g=2e-3, lr_d=2e-3, seed=0)
+    after = _l1(animator.render(tuned, held.points), held.frames)
+    # the base model is untouched: feed-forward rendering gives the same frames as before
+    assert _l1(animator.render(person, held.points), held.frames) == pytest.approx(before)
+    return before, after
+
+
+def test_fine_tuning_lowers_held_out_error(tmp_path):
+    before, after = _held_out_gain(tmp_path, steps=25, size=32)
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_fine_tuning_lowers_held_out_error_64px(tmp_path):
+    before, after = _held_out_gain(tmp_path, steps=80, size=64, ch=8, max_ch=32, emb_dim=16)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
+    from headpuppet.inference import Animator
+
+    animator = Animator.from_checkpoint(make_checkpoint(tmp_path), pm=make_pm())
+    person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
+    same = animator.fine_tune(person, 0)
+    with torch.no_grad():
+        np.testing.assert_allclose(same.psi, animator.generator.project(person.e), atol=1e-6)    # psi' = P e_new
+        np.testing.assert_allclose(same.w, animator.discriminator.w0[None] + person.e, atol=1e-6)  # w' = w0 + e_new
+    tuned = animator.fine_tune(person, 2, preview_dir=tmp_path / "prev", preview_every=1)
+    assert not torch.allclose(tuned.psi, person.psi) and not torch.allclose(tuned.w, person.w)  # both trained
+    assert tuned.generator is not animator.generator and tuned.finetune_steps == 2
+    g0 = dict(animator.generator.named_parameters())
+    assert any(not torch.equal(p, g0[n]) for n, p in tuned.generator.named_parameters())     # G fine-tuned
+    previews = sorted((tmp_path / "prev").glob("*.png"))
+    assert [p.name for p in previews] == ["step-0000001.png", "step-0000002.png"]
+    from headpuppet.imaging import read_image
+
+    S = animator.size
+    assert read_image(previews[0]).shape == (2 * S, 4 * S, 3)  # rows: source | landmark | generated | real
+
+
+def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):
+    from headpuppet.cli import build_app
+    from headpuppet.imaging import write_image
+    from headpuppet.sources import is_person_dir
+    from headpuppet.video import VideoWriter, probe
+
+    torch.set_num_threads(1)
+    pm = make_pm()
+    ckpt = make_checkpoint(tmp_path, detector="two-faces")
+    write_image(tmp_path / "a.png", astronaut)
+    app = build_app(pm)
+    runner = CliRunner()
+    person = tmp_path / "person"
+    res = runner.invoke(app, ["fine-tune", str(ckpt), str(tmp_path / "a.png"), "--out", str(person),
+                              "--steps", "2", "--device", "cpu"])
+    out = strip_ansi(res.output)
+    assert res.exit_code == 0, out
+    assert is_person_dir(person) and (person / "generator.safetensors").exists()
+    assert "2 steps" in out
+    # drive it with a tiny synthetic driver the fake detector sees a face in
+    driver = tmp_path / "drv.mp4"
+    with VideoWriter(driver, 10) as w:
+        for i in range(6):
+            w.write(np.full((48, 48, 3), 100 + 10 * i, np.uint8))
+    res = runner.invoke(app, ["animate", str(person), str(driver), "-o", str(tmp_path / "o.mp4"), "--device", "cpu"])
+    assert res.exit_code == 0, strip_ansi(res.output)
+    info = probe(tmp_path / "o.mp4")
+    assert info.num_frames == 6 and info.fps == pytest.approx(10)
+    # the source of a person folder carries its photo: paste-back works too
+    res = runner.invoke(app, ["animate", str(person), str(driver), "-o", str(tmp_path / "p.mp4"), "--paste-back"])
+    assert res.exit_code == 0, strip_ansi(res.output)
+    assert probe(tmp_path / "p.mp4").width == astronaut.shape[1]
+
+
+def test_fine_tune_cli_errors(tmp_path, astronaut):
+    from headpuppet.cli import build_app
+
+    runner = CliRunner()
+    app = build_app(make_pm())
+    res = runner.invoke(app, ["fine-tune", str(tmp_path / "nope"), str(tmp_path / "a.png"), "--out", str(tmp_path / "p")])
+    assert res.exit_code != 0 and "no checkpoint at" in strip_ansi(res.output)
+    (tmp_path / "f").write_text("x")
+    res = runner.invoke(app, ["fine-tune", str(tmp_path), str(tmp_path / "a.png"), "--out", str(tmp_path / "f")])
+    assert res.exit_code != 0 and "is a file" in strip_ansi(res.output)
