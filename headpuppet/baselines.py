@@ -105,10 +105,15 @@ def piecewise_affine_warp(image: np.ndarray, src_points: np.ndarray, dst_points:
     anchors = _anchors(max(h, w))
     dst = np.concatenate([np.asarray(dst_points, np.float64), anchors])
     src = np.concatenate([np.asarray(src_points, np.float64), anchors])
-    t = PiecewiseAffineTransform()
     # skimage's warp wants the inverse map: output coordinates -> input coordinates
-    if not t.estimate(dst, src):
-        return image.copy()
+    if hasattr(PiecewiseAffineTransform, "from_estimate"):  # scikit-image >= 0.26
+        t = PiecewiseAffineTransform.from_estimate(dst, src)
+        if not t:
+            return image.copy()
+    else:
+        t = PiecewiseAffineTransform()
+        if not t.estimate(dst, src):
+            return image.copy()
     out = warp(image, t, output_shape=(h, w), order=1, mode="edge", preserve_range=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

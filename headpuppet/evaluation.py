@@ -24,6 +24,7 @@ seeded by ``(seed, crc32(video id), K)``, independent of the order and number of
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,7 +99,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # singular products are handled just below
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         # singular product (fewer samples than dimensions): nudge the diagonals
         offset = np.eye(sigma1.shape[0]) * eps
