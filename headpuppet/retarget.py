@@ -29,7 +29,8 @@ things to the driver's landmark track before it reaches G:
    a constant driver leaves the source landmarks unchanged.
 
    The reference frame is the first frame or, by default, the most *neutral* frame
-   (:func:`neutral_frame`): smallest mouth opening + smallest yaw asymmetry + smallest roll, so
+   (:func:`neutral_frame`): smallest mouth opening + smallest yaw asymmetry + smallest roll, eyes
+   as open as the driver's median (no blink), so
    that "mouth closed, facing the camera" in the driver maps to the source photo's own expression.
 
 All landmarks are ``(68, 2)`` float pixels ``(x, y)`` in iBUG-68 order; irises ``(2, 3)`` rows
@@ -142,7 +143,9 @@ def _iod(p: np.ndarray) -> float:
 
 
 def neutrality(points: np.ndarray) -> np.ndarray:
-    """Per-frame cost of ``(T, 68, 2)``: mouth opening + yaw asymmetry + roll (lower = more neutral)."""
+    """Per-frame cost of ``(T, 68, 2)``: mouth opening + yaw asymmetry + roll + eye opening away from
+    the driver's median (lower = more neutral). Distances are in units of the outer-eye-corner
+    distance, angles in radians."""
     p = np.asarray(points, np.float64)
     iod = np.linalg.norm(p[:, 45] - p[:, 36], axis=1) + 1e-6
     mouth = np.linalg.norm(p[:, 66] - p[:, 62], axis=1) / iod          # inner lips apart
@@ -150,7 +153,10 @@ def neutrality(points: np.ndarray) -> np.ndarray:
                  - np.linalg.norm(p[:, 30] - p[:, 45], axis=1)) / iod  # nose tip off the eyes' middle
     d = p[:, 45] - p[:, 36]
     roll = np.abs(np.arctan2(d[:, 1], d[:, 0]))                         # radians
-    return mouth + yaw + roll
+    # eyes as open as usual for this driver (a blink or a squint is not neutral)
+    eyes = (np.linalg.norm(p[:, [37, 38, 43, 44]] - p[:, [41, 40, 47, 46]], axis=2).mean(1)) / iod
+    blink = np.abs(eyes - np.median(eyes))
+    return mouth + yaw + roll + blink
 
 
 def neutral_frame(points: np.ndarray) -> int:

@@ -149,3 +149,13 @@ def test_irises_follow_the_eyes():
     scale = umeyama(drv0[STABLE], src[STABLE]).s
     assert (iris[1, :, 0] - iris_s[:, 0]) == pytest.approx([2 * scale] * 2, rel=0.05)
     np.testing.assert_allclose(iris[1, :, 2], 6.0, atol=1e-4)
+
+
+def test_a_blink_is_not_the_neutral_frame():
+    base = _face(12, size=40)
+    blink = base.copy()
+    blink[[37, 38, 43, 44]] = blink[[41, 40, 47, 46]]  # upper lids on the lower lids
+    drv = np.stack([blink, base, base, base])
+    assert neutral_frame(drv) != 0
+    out, _ = transfer_relative(drv, _face(13, size=60), reference=neutral_frame(drv))
+    assert np.linalg.norm(out[0][37] - out[0][41]) < 1.0  # the blink closes the source's eyes
