@@ -17,8 +17,8 @@ the same scale), which keeps the spacing stable when the head turns.
 ====================  ==============================================================  ==========
 iBUG points           mesh contour (anchor ... anchor)                                fractions
 ====================  ==============================================================  ==========
-0-8   jaw, right      127 234 93 132 58 172 136 150 149 176 148 152 (ear level->chin)  k/8
-8-16  jaw, left       152 377 400 378 379 365 397 288 361 323 454 356 (chin->ear level) k/8
+0-8   jaw, right      127 234 93 132 58 172 136 150 149 176 148 152 (ear level->chin)  k/8, k<=8
+9-16  jaw, left       152 377 400 378 379 365 397 288 361 323 454 356 (chin->ear level) k/8, k>0
 17    right brow tip  mean of 70 (upper edge) and 46 (lower edge)
 18-20 right brow      63, 105, 66 (upper edge of the brow, as 300-W marks it)
 21    right brow head mean of 107 and 55
