@@ -560,11 +560,12 @@ def _run_pool(todo: list[Item], pm, detector: str, cfg: _Config, workers: int, r
 # ---------------------------------------------------------------------------------------- preview
 
 
-def write_preview(out: Path, prefer: list[str] | None = None, rows: int = 6, cell: int = 160) -> Path:
+def write_preview(out: Path, prefer: list[str] | None = None, rows: int = 8, cell: int = 128) -> Path:
     """Write ``out/preview.png``: per sampled frame, the crop | its landmark image | the overlay.
 
-    Samples up to ``rows`` videos (those in ``prefer`` first: the ones just processed), one frame
-    each from the first, middle and last third in turn, so a person can check crops and landmarks.
+    Samples up to ``rows`` videos spread evenly over those in ``prefer`` (the ones just processed;
+    all videos when none), with frames spread over each video, so a person can check crops and
+    landmarks.
     """
     from PIL import Image, ImageDraw
 
@@ -572,13 +573,13 @@ def write_preview(out: Path, prefer: list[str] | None = None, rows: int = 6, cel
 
     ds = open_dataset(out)
     by_id = {v.id: v for v in ds.videos}
-    order = [by_id[i] for i in (prefer or []) if i in by_id]
-    order += [v for v in ds.videos if v not in order]
-    # spread the rows over the videos, several frames per video when there are few videos
+    order = sorted((by_id[i] for i in set(prefer or []) if i in by_id), key=lambda v: v.id) or ds.videos
+    # spread the rows evenly over the videos, several frames per video when there are few videos
     picks: list[tuple[Any, int]] = []
     n_videos = min(len(order), rows)
     per_video = max(1, rows // max(1, n_videos))
-    for v in order[:n_videos]:
+    chosen = [order[int(round(k))] for k in np.linspace(0, len(order) - 1, n_videos)]
+    for v in chosen:
         for k in range(per_video):
             picks.append((v, int(round((k + 0.5) / per_video * (v.num_frames - 1)))))
     picks = picks[:rows]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +165,19 @@ def test_every_and_max_frames(tmp_path, fake_pm):
                    pm=fake_pm)
     assert s.frames_kept == 3
     assert open_dataset(tmp_path / "ds").videos[0].frame_indices == [0, 3, 6]
+
+
+def test_long_videos_are_decoded_twice_with_the_same_result(tmp_path, fake_pm, monkeypatch):
+    import headpuppet.preprocess as pre
+
+    _frames_dir(tmp_path / "clip", 5, dark=(1,))
+    preprocess([tmp_path / "clip"], tmp_path / "held", size=16, detector="centre", pm=fake_pm)
+    monkeypatch.setattr(pre, "KEEP_FRAMES_BYTES", 1)  # too long to hold: the crop pass decodes again
+    preprocess([tmp_path / "clip"], tmp_path / "again", size=16, detector="centre", pm=fake_pm)
+    a, b = open_dataset(tmp_path / "held").videos[0], open_dataset(tmp_path / "again").videos[0]
+    assert a.frame_indices == b.frame_indices == [0, 2, 3, 4]
+    assert np.array_equal(a.frames(range(4)), b.frames(range(4)))
+    assert np.array_equal(a.landmarks, b.landmarks)
 
 
 def test_resume_after_an_interrupted_run(tmp_path, fake_pm, monkeypatch):
