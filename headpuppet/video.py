@@ -91,10 +91,10 @@ def probe(path: str | Path) -> VideoInfo:
         raise MediaError(f"{path}: cannot run ffmpeg to read it ({type(exc).__name__})") from None
     err = res.stderr.decode("utf-8", "replace")
     video = _RE_VIDEO.search(err)
+    if video is None and re.search(r"Stream #\d+:\d+", err):
+        raise MediaError(f"{path}: has no video stream (audio or other data only)")
     if video is None or res.returncode != 0:
-        why = "no video stream" if "Invalid data" not in err and video is None and res.returncode == 0 \
-            else "not a readable video"
-        raise MediaError(f"{path}: {why} (check the file; ffmpeg could not decode it)")
+        raise MediaError(f"{path}: not a readable video (check the file; ffmpeg could not decode it)")
     line = video.group(1)
     size = _RE_SIZE.search(line)
     if size is None:

@@ -77,6 +77,14 @@ def test_unreadable_inputs_are_one_line_media_errors(tmp_path, make):
         assert "\n" not in msg and str(path) in msg
 
 
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "tone.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=0.5",
+                    "-c:a", "aac", str(path)], check=True)
+    with pytest.raises(MediaError, match="no video stream"):
+        probe(path)
+
+
 def test_writer_muxes_audio_and_is_shortest(av_video, tmp_path):
     out = tmp_path / "sub" / "out.mp4"
     src = list(read_frames(av_video))
