@@ -129,9 +129,13 @@ def wrap(module: torch.nn.Module, info: DistInfo, find_unused_parameters: bool =
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    import inspect
+
     ids = [info.device.index] if info.device.type == "cuda" else None
+    kw = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+        else {"broadcast_buffers": False}  # torch >= 2.13 renamed it; both still sync at construction
     return DDP(module, device_ids=ids, output_device=ids[0] if ids else None,
-               broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+               find_unused_parameters=find_unused_parameters, **kw)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

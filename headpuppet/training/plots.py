@@ -59,6 +59,7 @@ def plot_losses(records: list[dict], path: str | Path) -> None:
             ax.plot(xs, ys, label=k[len(prefix):], lw=1.2 if k.endswith("total") else 0.9)
         ax.set_title(prefix.rstrip("/").replace("Loss/", "") + " losses")
         ax.set_xlabel("step")
+        ax.set_yscale("symlog", linthresh=0.1)  # L_MCH (x80) dwarfs the other terms early on
         ax.grid(alpha=0.3)
         if keys:
             ax.legend(fontsize=7)

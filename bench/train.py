@@ -1,0 +1,183 @@
+"""Meta-learning throughput: seconds per step and samples (episodes) per second.
+
+Times the two updates of one meta-learning step (Zakharov et al. 2019, section 3.2: a D step on the
+hinge loss, then an E+G step on L_CNT + L_ADV + L_MCH) on batches already on the device, after
+warm-up steps; data loading (reading JPEGs, drawing landmark images) is timed separately per batch.
+The dataset is made on the fly from jittered crops of scikit-image's astronaut at the preset's size.
+
+The content loss is the preset's (VGG19 + VGGFace) when their weights are installed, else the
+weight-free ``laplacian-pyramid`` stand-in (much cheaper than VGG; the script says which it used).
+
+Model FLOPs per sample: every convolution / matmul of one whole training step (both updates,
+forward and backward, perceptual networks included) counted by ``torch.utils.flop_counter`` (through
+``bench/params.py``'s ``macs`` when present), divided by the batch. With ``--peak-tflops`` the implied
+utilisation is ``FLOPs/sample * samples/s / peak``.
+
+Usage::
+
+    python bench/train.py                                   # small-128 on CPU
+    python bench/train.py --preset paper-256 --device cuda --amp bf16 --peak-tflops 989
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def _macs(fn) -> int:
+    try:
+        from params import macs  # helper's counter (bench/params.py)
+    except ImportError:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def macs(f):
+            with FlopCounterMode(display=False) as c:
+                f()
+            return c.get_total_flops() // 2
+    return macs(fn)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default=None, help="default: small-128 on CPU, paper-256 on CUDA")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--k-shots", type=int, default=None)
+    ap.add_argument("--amp", default="none", choices=["none", "bf16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--perceptual", default="auto", choices=["auto", "preset", "laplacian-pyramid"])
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak, for the utilisation figure")
+    ap.add_argument("--no-flops", action="store_true")
+    args = ap.parse_args()
+
+    from headpuppet.config import load_config
+    from headpuppet.data.episodes import EpisodeDataset, collate
+    from headpuppet.data.format import open_dataset
+    from headpuppet.errors import WeightsMissingError
+    from headpuppet.losses import ContentLoss
+    from headpuppet.models import build_networks, count_parameters
+    from headpuppet.plugins import make_plugin_manager
+    from headpuppet.training.distributed import resolve_device
+    from headpuppet.training.steps import autocast_for, discriminator_step, generator_step
+    threads = torch.get_num_threads()
+    from tests.test_training import make_dataset  # (importing it sets 1 thread for the tests)
+
+    torch.set_num_threads(args.threads or threads)
+    device = resolve_device(args.device)
+    preset = args.preset or ("paper-256" if device.type == "cuda" else "small-128")
+    cfg = load_config(preset)
+    if args.batch_size:
+        cfg.train.batch_size = args.batch_size
+    if args.k_shots:
+        cfg.train.k_shots = args.k_shots
+    cfg.train.amp, cfg.train.channels_last = args.amp, args.channels_last
+    pm = make_plugin_manager()
+
+    perceptual = "preset"
+    if args.perceptual == "laplacian-pyramid":
+        perceptual = "laplacian-pyramid"
+    try:
+        if perceptual != "preset":
+            raise WeightsMissingError("asked for the weight-free loss")
+        content = ContentLoss(pm, cfg.loss, device=device)
+    except WeightsMissingError as exc:
+        if args.perceptual == "preset":
+            raise
+        if args.perceptual == "auto":
+            print(f"note: {exc}")
+        cfg.loss.perceptual = {"laplacian-pyramid": 1.0}
+        cfg.loss.perceptual_layers = {}
+        content = ContentLoss(pm, cfg.loss, device=device)
+        perceptual = "laplacian-pyramid (weight-free stand-in; VGG19+VGGFace weights absent)"
+    else:
+        perceptual = perceptual if perceptual != "preset" else " + ".join(cfg.loss.perceptual)
+
+    S, B, K = cfg.model.image_size, cfg.train.batch_size, cfg.train.k_shots
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_dataset(Path(tmp) / "ds", videos=args.videos, frames=K + 2, size=S)
+        ds = EpisodeDataset(open_dataset(root), K, size=S, seed=0)
+        t0 = time.perf_counter()
+        batches = [collate([ds[(i, (i * B + j) % len(ds), 0)] for j in range(B)])
+                   for i in range(args.warmup + args.steps)]
+        load_s = (time.perf_counter() - t0) / len(batches)
+
+    torch.manual_seed(0)
+    nets = build_networks(cfg, len(ds), pm)
+    mf = torch.channels_last if args.channels_last else torch.preserve_format
+    for _, m in nets.items():
+        m.to(device=device, memory_format=mf).train()
+    betas = tuple(cfg.train.betas)
+    opt_g = torch.optim.Adam(list(nets.embedder.parameters()) + list(nets.generator.parameters()),
+                             lr=cfg.train.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(nets.discriminator.parameters(), lr=cfg.train.lr_d, betas=betas)
+    ac = autocast_for(device, args.amp)
+
+    def to_dev(b):
+        return {k: (v.to(device).contiguous(memory_format=mf) if v.ndim == 4 else v.to(device))
+                for k, v in b.items()}
+
+    batches = [to_dev(b) for b in batches]
+
+    def step(b):
+        discriminator_step(nets, b, opt_d, cfg, autocast=ac)
+        generator_step(nets, b, opt_g, content, cfg, autocast=ac)
+
+    for b in batches[:args.warmup]:
+        step(b)
+    _sync(device)
+    times = []
+    for b in batches[args.warmup:]:
+        t = time.perf_counter()
+        step(b)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    sec = sorted(times)[len(times) // 2]
+    flops = None if args.no_flops else 2 * _macs(lambda: step(batches[-1])) / B
+
+    m = cfg.model
+    print(f"headpuppet meta-train step benchmark ({time.strftime('%Y-%m-%d %H:%M')})")
+    print(f"  preset {preset}: {S}px, ch {m.ch}->{m.max_ch}, N {m.emb_dim}, batch {B}, K {K}, "
+          f"discriminator {m.discriminator}, amp {args.amp}, channels_last {args.channels_last}")
+    print(f"  parameters: E {count_parameters(nets.embedder) / 1e6:.2f}M, G {count_parameters(nets.generator) / 1e6:.2f}M, "
+          f"D {count_parameters(nets.discriminator) / 1e6:.2f}M")
+    print(f"  content loss: {perceptual}")
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " \
+        f"{os.cpu_count()} logical CPUs"
+    print(f"  device: {device} ({dev}); torch {torch.__version__}")
+    print(f"  steps: {args.warmup} warm-up + {len(times)} timed; per-step seconds {', '.join(f'{t:.3f}' for t in times)}")
+    print(f"  step time (median): {sec:.3f} s  ->  {B / sec:.2f} samples/s (episodes of K+1 frames)")
+    print(f"  data loading (one process): {load_s:.3f} s per batch of {B}")
+    if flops is not None:
+        print(f"  model FLOPs per sample (D step + G step, fwd + bwd, incl. perceptual): {flops / 1e9:.2f} GFLOP")
+        achieved = flops * B / sec
+        print(f"  achieved: {achieved / 1e12:.3f} TFLOP/s", end="")
+        if args.peak_tflops:
+            print(f"  = {100 * achieved / (args.peak_tflops * 1e12):.1f}% of the {args.peak_tflops:g} TFLOP/s peak given")
+        else:
+            print("  (pass --peak-tflops for utilisation)")
+
+
+if __name__ == "__main__":
+    main()
