@@ -162,6 +162,8 @@ def test_missing_checkpoint_and_unreadable_files(run, media, tmp_path):
     assert res.exit_code != 0 and "bad.mp4" in res.text and "Traceback" not in res.text
     res = run("animate", media["photo"], "-o", out)
     assert res.exit_code != 0 and "SOURCE" in res.text
+    res = run("animate", media["photo"], media["driver"], "-o", out, "--device", "tpu")
+    assert res.exit_code != 0 and "--device must be cpu or cuda" in res.text
     assert not out.exists()
 
 

@@ -39,10 +39,19 @@ def check_writable(path: Path) -> None:
         raise MediaError(f"cannot write {path}: the file exists and is read-only; choose another -o")
 
 
-def _default_device() -> str:
+def _default_device(device: str | None = None) -> str:
+    """``device`` checked (cpu, cuda, cuda:N), or cuda when available, else cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from ..errors import HeadpuppetError
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise HeadpuppetError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HeadpuppetError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
 
 
 def register(app: typer.Typer, state) -> None:
@@ -87,7 +96,7 @@ def register(app: typer.Typer, state) -> None:
         out = output or default_output(sources, driver_path)
         check_writable(out)                                   # before any work
         driver = open_driver(driver_path, fps=fps)            # unreadable driver: fail early too
-        device = device or _default_device()
+        device = _default_device(device)
         reporter = RichReporter()
         t0 = time.perf_counter()
 

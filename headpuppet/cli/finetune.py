@@ -38,7 +38,7 @@ def register(app: typer.Typer, state) -> None:
             raise MediaError(f"{out} is a file; --out must be a folder to write the person into")
         if not checkpoint.exists():
             raise CheckpointError(f"no checkpoint at {checkpoint}; pass a run or checkpoint folder")
-        device = device or _default_device()
+        device = _default_device(device)
         reporter = RichReporter()
         t0 = time.perf_counter()
         src = load_source_images(sources, k=frames)
