@@ -1,0 +1,163 @@
+"""Benchmark of ``headpuppet animate``: ms per frame of G alone, and frames/s end to end
+(decode, landmarks, G, encode), for the demo checkpoint (or a random small-128 model when
+weights/demo is absent) and for the paper-256 preset (random weights: timing only), in fp32 and in
+bf16 autocast + channels_last, on CPU and on CUDA when available.
+
+    python bench/animate.py                      # everything that applies here
+    python bench/animate.py --models paper-256 --devices cpu --frames 8 --repeats 3
+
+Prints the configuration with every figure. Random weights do not change the cost of a forward
+pass, so they are fine for timing; they are reported as such. On a shared machine the figures
+depend on the load: the script prints the load average next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
+
+
+def build_animator(name: str, device: str, pm):
+    """``(animator, description)`` for "demo" (weights/demo, else random small-128) or a preset name."""
+    from headpuppet.config import load_config
+    from headpuppet.inference import Animator, default_checkpoint
+    from headpuppet.models import build_networks
+
+    if name == "demo":
+        demo = default_checkpoint()
+        if demo.exists():
+            return Animator.from_checkpoint(demo, device=device, pm=pm), f"demo checkpoint {demo}"
+        name, note = "small-128", "weights/demo absent: small-128 preset, RANDOM weights (timing only)"
+    else:
+        note = f"{name} preset, RANDOM weights (timing only)"
+    cfg = load_config(name)
+    torch.manual_seed(0)
+    nets = build_networks(cfg, 1, pm)
+    return Animator(cfg, nets.generator, nets.embedder, nets.discriminator, device=device, pm=pm,
+                    source=f"random {name}"), note
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int) -> float:
+    """Median ms per frame of G alone (landmark images prepared outside the timed region)."""
+    gen = animator.generator
+    gen.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    pts = np.repeat(person.points[:1], batch, 0)
+    y = animator.landmark_images(pts)
+    if channels_last:
+        y = y.contiguous(memory_format=torch.channels_last)
+    psi = person.psi.expand(batch, -1)
+    dev = animator.device.type
+    times = []
+    for i in range(repeats + 1):  # the first run warms up (allocations, kernels)
+        sync(dev)
+        t = time.perf_counter()
+        with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            gen(y, psi=psi)
+        sync(dev)
+        if i:
+            times.append(time.perf_counter() - t)
+    gen.to(memory_format=torch.contiguous_format)
+    return 1000 * float(np.median(times)) / batch
+
+
+def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool, batch: int) -> tuple[float, dict]:
+    from headpuppet.inference import animate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = animate(animator, person, driver, Path(tmp) / "out.mp4", detector=detector, batch_size=batch,
+                      amp=amp, channels_last=channels_last)
+    animator.generator.to(memory_format=torch.contiguous_format)
+    return res.frames / res.seconds, res.timings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["demo", "paper-256"])
+    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    ap.add_argument("--batch", type=int, default=8, help="frames per G pass")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=16, help="driver frames for the end-to-end figure")
+    ap.add_argument("--source", default=str(FACES / "photos" / "fr_obama.jpg"))
+    ap.add_argument("--driver", default=str(FACES / "videos" / "dtk_m030_happy.mp4"))
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--no-end-to-end", action="store_true")
+    args = ap.parse_args()
+
+    from headpuppet.imaging import read_image
+    from headpuppet.models import count_parameters
+    from headpuppet.plugins import make_plugin_manager, registry
+    from headpuppet.sources import open_driver
+    from headpuppet.video import VideoWriter, read_frames
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"# headpuppet animate benchmark  torch {torch.__version__}  python {platform.python_version()}  "
+          f"{platform.processor() or platform.machine()}")
+    print(f"# CPU: {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine: figures vary with the load)")
+    if torch.cuda.is_available():
+        print(f"# CUDA: {torch.cuda.get_device_name(0)}")
+    else:
+        print("# CUDA: not available here (GPU rows skipped)")
+    pm = make_plugin_manager()
+    detector = registry(pm, "landmarks").create("mediapipe")
+    source = read_image(args.source)
+
+    driver = None
+    tmpdir = tempfile.TemporaryDirectory()
+    if not args.no_end_to_end:
+        short = Path(tmpdir.name) / "driver.mp4"
+        with VideoWriter(short, open_driver(args.driver).fps) as w:
+            for f in read_frames(args.driver, max_frames=args.frames):
+                w.write(f)
+        driver = open_driver(short)
+        print(f"# end to end: source {Path(args.source).name}, driver first {driver.num_frames} frames of "
+              f"{Path(args.driver).name} ({driver.width}x{driver.height}), relative mode, smoothing on, "
+              f"mediapipe landmarks, H.264 encode; batch {args.batch}")
+    print(f"# G alone: batch {args.batch}, median of {args.repeats} after one warm-up, ms per frame")
+    print()
+    print(f"{'model':<36} {'device':<6} {'mode':<22} {'G ms/frame':>11} {'e2e frames/s':>13}  e2e split (s)")
+    for name in args.models:
+        for device in devices:
+            animator, note = build_animator(name, device, pm)
+            person = animator.prepare_source([source], detector=detector)
+            S = animator.size
+            params = count_parameters(animator.generator) / 1e6
+            label = f"{name} ({S}px, G {params:.1f}M params)"
+            print(f"# {name} on {device}: {note}")
+            for amp, cl in (("none", False), ("bf16", True)):
+                mode = "fp32" if amp == "none" else "bf16 autocast+ch_last"
+                try:
+                    ms = time_generator(animator, person, args.batch, amp, cl, args.repeats)
+                except RuntimeError as exc:  # e.g. a CPU without bf16 kernels for some op
+                    print(f"{label:<36} {device:<6} {mode:<22} failed: {str(exc).splitlines()[0]}")
+                    continue
+                e2e, split = (float("nan"), {})
+                if driver is not None:
+                    e2e, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
+                split_txt = "  ".join(f"{k} {v:.2f}" for k, v in split.items())
+                print(f"{label:<36} {device:<6} {mode:<22} {ms:>11.1f} {e2e:>13.2f}  {split_txt}")
+                sys.stdout.flush()
+    tmpdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()
