@@ -19,10 +19,10 @@ def register(app: typer.Typer, state) -> None:
         sources: List[str] = typer.Argument(..., metavar="SOURCE...",
                                             help="Photos, a folder of photos, or a video of the new person."),
         out: Path = typer.Option(..., "--out", "-o", help="Person folder to write."),
-        steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Steps [default: finetune.steps of the checkpoint's config]."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Steps \\[default: finetune.steps of the checkpoint's config]."),
         frames: int = typer.Option(32, "--frames", "-t", min=1, help="Frames sampled when SOURCE is a video (T)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda [default: cuda if available]."),
-        detector: Optional[str] = typer.Option(None, "--detector", help="Landmark detector plugin [default: the checkpoint's]."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda \\[default: cuda if available]."),
+        detector: Optional[str] = typer.Option(None, "--detector", help="Landmark detector plugin \\[default: the checkpoint's]."),
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Fine-tune a checkpoint on frames of one new person."""
