@@ -381,3 +381,19 @@ def test_cli_meta_train_two_steps(dataset, pm_mod, tmp_path):
     text = strip_ansi(result.output)
     assert result.exit_code == 1 and "unknown config key 'train.nope'" in text
     assert "Traceback" not in text
+
+
+def test_bf16_autocast_channels_last_and_loader_workers(dataset, pm_mod, tmp_path):
+    """The GPU options run on CPU too (autocast to bf16 on CPU), and DataLoader workers give the
+    same episodes as the main process (episodes are a function of their key)."""
+    from headpuppet.training import meta_train
+
+    cfg = tiny_config(steps=2, amp="bf16", channels_last=True, num_workers=1)
+    run = meta_train(cfg, dataset, out_root=tmp_path, pm=pm_mod, device="cpu")
+    stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert len(stats) == 2 and all(np.isfinite(v) for r in stats for v in r.values() if isinstance(v, float))
+    from headpuppet.training.checkpoint import load_checkpoint
+
+    c = load_checkpoint(run, pm=pm_mod)
+    assert c.step == 2 and c.cfg.train.amp == "bf16"
+    assert all(p.dtype == torch.float32 for p in c.generator.parameters())
