@@ -24,7 +24,6 @@ seeded by ``(seed, crc32(video id), K)``, independent of the order and number of
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,25 +89,24 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
         return 10 * np.log10(data_range ** 2 / mse)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
-    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))`` (as pytorch-fid computes it)."""
-    from scipy import linalg
+    ``||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrt(sigma1 sigma2))``.
 
+    ``tr(sqrt(sigma1 sigma2))`` is computed as the sum of the square roots of the eigenvalues of
+    the symmetric ``sqrt(sigma1) sigma2 sqrt(sigma1)`` (same spectrum), with two symmetric
+    eigendecompositions: the same value as pytorch-fid's ``scipy.linalg.sqrtm`` route up to rounding,
+    about ten times faster at 2048 dimensions, and well defined for singular covariances (fewer
+    frames than dimensions), where tiny negative eigenvalues from rounding are clipped to zero.
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular products are handled just below
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        # singular product (fewer samples than dimensions): nudge the diagonals
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real  # numerical noise; the true root of a PSD product is real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # sqrt(sigma1), symmetric PSD
+    m = root1 @ sigma2 @ root1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
