@@ -52,20 +52,25 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, win_size: int 
     """Structural similarity of each image pair, as scikit-image's ``structural_similarity`` with
     its defaults (7x7 uniform window, sample covariance, K1=0.01, K2=0.03, mean over the valid
     area and the channels). ``a``, ``b``: ``(B, H, W, 3)`` or ``(H, W, 3)`` -> ``(B,)`` float64."""
-    import torch
-    import torch.nn.functional as F
-
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ {a.shape} vs {b.shape}")
     if a.ndim == 3:
         a, b = a[None], b[None]
-    x = torch.from_numpy(a.astype(np.float64)).permute(0, 3, 1, 2)  # (B, C, H, W)
-    y = torch.from_numpy(b.astype(np.float64)).permute(0, 3, 1, 2)
+    x = np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float64)  # (B, C, H, W): filter contiguous planes
+    y = np.ascontiguousarray(b.transpose(0, 3, 1, 2), dtype=np.float64)
+    w = win_size
+
+    pad = (w - 1) // 2
 
     def mean(t):
-        # a "valid" box filter equals skimage's reflect-padded filter followed by its border crop
-        return F.avg_pool2d(t, win_size, stride=1)
+        # skimage's filter: uniform over the window, reflected at the border, which is cropped after
+        from scipy.ndimage import uniform_filter
+
+        out = np.empty_like(t)
+        for i in np.ndindex(t.shape[:2]):
+            uniform_filter(t[i], size=w, mode="reflect", output=out[i])
+        return out[..., pad:-pad or None, pad:-pad or None]
 
     ux, uy = mean(x), mean(y)
     n = win_size * win_size
@@ -75,7 +80,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, win_size: int 
     vxy = cov_norm * (mean(x * y) - ux * uy)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).numpy()
+    return s.mean(axis=(1, 2, 3))
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
