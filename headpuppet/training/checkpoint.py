@@ -293,7 +293,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", pm=Non
 
         pm = make_plugin_manager()
     names = set(meta.get("networks") or [p.stem for p in folder.glob("*.safetensors")])
-    nets = build_networks(cfg, int(meta.get("num_videos", 1)), pm)
+    # Without a discriminator file (an export) D is built small and dropped: W has a row per
+    # training video (145k x 512 floats for VoxCeleb2) that inference never reads.
+    nets = build_networks(cfg, int(meta.get("num_videos", 1)) if "discriminator" in names else 1, pm)
     emb, gen, disc = nets.embedder, nets.generator, nets.discriminator
     ema = copy.deepcopy(gen) if "generator_ema" in names else None
     if "discriminator" not in names:

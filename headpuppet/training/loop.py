@@ -346,7 +346,7 @@ class MetaTrainer:
                         acc[k] = acc.get(k, 0.0) + v
                     n_acc, t_acc = n_acc + 1, t_acc + dt
                     task.advance(1, **{_short(k): v for k, v in terms.items()
-                                       if k.endswith("total") or k.endswith("adv")})
+                                       if k.startswith("Loss/G/") or k == "Loss/D/total"})
                     if self.step % tc.log_every == 0 or self.step == end:
                         self._log(acc, n_acc, t_acc, samples_per_step)
                         acc, n_acc, t_acc = {}, 0, 0.0
