@@ -174,3 +174,15 @@ def test_demo_checkpoint_missing_is_one_line(run, media, tmp_path, monkeypatch):
     res = run("animate", media["photo"], media["driver"], "-o", tmp_path / "o.mp4")
     assert res.exit_code != 0
     assert "demo weights are not installed" in res.text
+
+
+@pytest.mark.xfail(strict=True, reason="headpuppet/video.py VideoWriter muxes with -shortest, which drops the last "
+                                       "frames when the driver's audio ends before its picture; fix: -af apad -shortest")
+def test_driver_whose_audio_ends_early_keeps_every_frame(run, ckpt, tmp_path):
+    from headpuppet.video import probe
+
+    driver = shared_file("videos/lp_d1.mp4")  # 16 frames, AAC audio 0.48 s < 0.53 s of picture
+    out = tmp_path / "o.mp4"
+    res = run("animate", shared_file("photos/fr_obama.jpg"), driver, "-o", out, "-c", ckpt, "--device", "cpu")
+    assert res.exit_code == 0, res.text
+    assert probe(out).num_frames == probe(driver).num_frames

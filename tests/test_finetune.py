@@ -104,6 +104,12 @@ def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):
     assert res.exit_code == 0, strip_ansi(res.output)
     info = probe(tmp_path / "o.mp4")
     assert info.num_frames == 6 and info.fps == pytest.approx(10)
+    # fine-tuning inside animate
+    res = runner.invoke(app, ["animate", str(tmp_path / "a.png"), str(driver), "-o", str(tmp_path / "f.mp4"),
+                              "-c", str(ckpt), "--finetune-steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, strip_ansi(res.output)
+    assert probe(tmp_path / "f.mp4").num_frames == 6
+    assert "2 faces in the source a.png; the largest was used" in strip_ansi(res.output)
     # the source of a person folder carries its photo: paste-back works too
     res = runner.invoke(app, ["animate", str(person), str(driver), "-o", str(tmp_path / "p.mp4"), "--paste-back"])
     assert res.exit_code == 0, strip_ansi(res.output)
