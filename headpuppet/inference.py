@@ -307,7 +307,7 @@ class Animator:
         disc = person.discriminator if person.discriminator is not None else self.discriminator
         save_file(_state(gen), str(out / "generator.safetensors"))
         if disc is not None:
-            save_file(_state(disc), str(out / "discriminator.safetensors"))
+            save_file(_person_disc_state(disc), str(out / "discriminator.safetensors"))
         tensors = {"psi": person.psi, "e": person.e, "points": torch.from_numpy(np.asarray(person.points, np.float32))}
         if person.w is not None:
             tensors["w"] = person.w
@@ -326,7 +326,7 @@ class Animator:
             "detector": self.detector_name, "has_iris": person.iris is not None,
             "num_shots": person.num_shots, "labels": person.labels, "faces_found": person.faces_found,
             "box": person.box.as_list() if person.box is not None else None,
-            "finetune_steps": person.finetune_steps, "num_videos": self.num_videos or 1,
+            "finetune_steps": person.finetune_steps, "num_videos": 1,
             "base_checkpoint": self.source, **(extra or {}),
         }
         tmp = out / "meta.json.tmp"
@@ -536,6 +536,18 @@ def _read_person_meta(path: Path) -> dict:
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share memory
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _person_disc_state(disc: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """D's weights with ``W`` cut to one row: a person uses its own ``w'``, and the meta-learning
+    rows (one per training video, 145k x 512 for VoxCeleb2) do not belong in a person folder."""
+    state = _state(disc)
+    W = getattr(disc, "W", None)
+    if isinstance(W, torch.Tensor):
+        for name, p in disc.named_parameters():
+            if p is W:
+                state[name] = state[name][:1].clone()
+    return state
 
 
 def clone_module(module: torch.nn.Module) -> torch.nn.Module:

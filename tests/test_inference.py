@@ -216,3 +216,18 @@ def test_sources_photos_folder_video_and_driver(tmp_path, astronaut):
         load_source_images([tmp_path / "notes.txt"])
     with pytest.raises(MediaError, match="driver must be a video"):
         open_driver(folder / "shot_1.png")
+
+
+def test_person_folder_keeps_one_row_of_w(animator, astronaut, tmp_path):
+    from safetensors.torch import load_file
+
+    from headpuppet.inference import Animator
+
+    assert animator.discriminator.W.shape[0] == 3
+    person = animator.prepare_source([astronaut], detector=TwoFaces())
+    animator.save_person(person, tmp_path / "p")
+    d = load_file(str(tmp_path / "p" / "discriminator.safetensors"))
+    assert [tuple(v.shape) for k, v in d.items() if k.endswith("W")] == [(1, animator.cfg.model.emb_dim)]
+    a2, p2 = Animator.from_person_dir(tmp_path / "p", pm=animator.pm)
+    torch.testing.assert_close(a2.discriminator.w0, animator.discriminator.w0)
+    torch.testing.assert_close(p2.w, person.w)
