@@ -220,8 +220,9 @@ class VideoWriter:
                 w.write(frame)
 
     Frames are encoded into a temporary file beside the target. On a clean exit, if ``audio_from``
-    has an audio stream it is muxed in (video copied, audio encoded AAC, ``-shortest`` so the
-    result is as long as the shorter of the two), and the result is renamed onto ``path``. If the
+    has an audio stream it is muxed in (video copied, audio encoded AAC and padded
+    with silence, then cut with ``-shortest``, so the result has every video frame even when the
+    audio ends early, and no audio past the last frame), and the result is renamed onto ``path``. If the
     block raises, the temporary files are removed and no output is left.
 
     Odd frame sizes are padded by one replicated row/column (yuv420p needs even sizes).
@@ -332,7 +333,7 @@ class VideoWriter:
 
     def _mux(self, audio: Path) -> None:
         cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self._tmp), "-i", str(audio),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest",
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", "-c:a", "aac", "-shortest",
                "-movflags", "+faststart", str(self._tmp_mux)]
         res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if res.returncode != 0:

@@ -176,8 +176,6 @@ def test_demo_checkpoint_missing_is_one_line(run, media, tmp_path, monkeypatch):
     assert "demo weights are not installed" in res.text
 
 
-@pytest.mark.xfail(strict=True, reason="headpuppet/video.py VideoWriter muxes with -shortest, which drops the last "
-                                       "frames when the driver's audio ends before its picture; fix: -af apad -shortest")
 def test_driver_whose_audio_ends_early_keeps_every_frame(run, ckpt, tmp_path):
     from headpuppet.video import probe
 

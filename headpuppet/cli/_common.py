@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import HeadpuppetError
@@ -44,7 +45,7 @@ def setup_logging(verbose: int) -> None:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` as one line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -104,7 +105,7 @@ class RichReporter(Reporter):
             yield _RichTask(progress, task_id)
 
     def info(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(escape(message), highlight=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..plugins import list_components
@@ -24,8 +25,8 @@ def register(app: typer.Typer, state) -> None:
         for col in ("name", "kind", "plugin", "distribution", "version", "status"):
             table.add_column(col)
         for r in sorted(rows, key=lambda r: (r["kind"], r["name"])):
-            status = "[green]ok[/]" if r["available"] else f"[yellow]unavailable[/]: {r['unavailable']}"
-            table.add_row(r["name"], r["kind"], r["plugin"], r["distribution"] or "-", r["version"] or "-", status)
+            status = "[green]ok[/]" if r["available"] else f"[yellow]unavailable[/]: {escape(r['unavailable'])}"
+            table.add_row(escape(r["name"]), r["kind"], escape(r["plugin"]), r["distribution"] or "-", r["version"] or "-", status)
         console.print(table)
         for name, reason in state.pm.failures:
-            console.print(f"[red]failed[/] {name}: {reason}")
+            console.print(f"[red]failed[/] {escape(name)}: {escape(reason)}")
