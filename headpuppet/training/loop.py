@@ -84,6 +84,14 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
+def _worker_ignores_signals(_worker_id: int) -> None:
+    # Ctrl-C and SIGTERM reach the whole process group; the main process decides when to stop (after
+    # the step, with a checkpoint). A worker killed by them would make the next batch fetch fail.
+    # Workers still exit when the main process does (PyTorch's watchdog).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _seed_all(seed: int) -> None:
     import random
 
@@ -230,6 +238,7 @@ class MetaTrainer:
         loader = torch.utils.data.DataLoader(
             self.data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
+            worker_init_fn=_worker_ignores_signals if workers else None,
             prefetch_factor=2 if workers else None)
         return sampler, loader
 
