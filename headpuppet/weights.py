@@ -225,8 +225,13 @@ def download(spec: WeightSpec, dest: str | Path | None = None, url: str | None =
 
     ``progress(done_bytes, total_bytes_or_None)`` is called as data arrives. The download goes to a
     temporary file in the weights directory, removed afterwards whatever happens. Network failures
-    raise :class:`WeightsDownloadError` saying how to download by hand and import.
+    raise :class:`WeightsDownloadError` saying how to download by hand and import. A spec whose
+    source is a page rather than a file (``extra["manual"]``) needs ``url`` or a manual import.
     """
+    if url is None and spec.extra.get("manual"):
+        raise WeightsDownloadError(
+            f"{spec.name} has no direct download: get {spec.filename or 'the file'} from {spec.source} "
+            f"and run `headpuppet weights import {spec.name} FILE` (or pass --url)")
     url = url or spec.source
     target_dir = weights_dir(dest)
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -397,3 +397,24 @@ def test_bf16_autocast_channels_last_and_loader_workers(dataset, pm_mod, tmp_pat
     c = load_checkpoint(run, pm=pm_mod)
     assert c.step == 2 and c.cfg.train.amp == "bf16"
     assert all(p.dtype == torch.float32 for p in c.generator.parameters())
+
+
+def test_ema_warms_up_so_short_runs_do_not_keep_the_random_init(dataset, pm_mod, tmp_path):
+    """With a fixed decay of 0.999, 6 steps would leave the EMA 99.4% at G's random init; the
+    warm-up makes it follow G closely early on."""
+    from headpuppet.models import build_networks
+    from headpuppet.training import meta_train
+
+    cfg = tiny_config(steps=6, ema=0.999, sample_every=100, checkpoint_every=100)
+    run = meta_train(cfg, dataset, out_root=tmp_path, pm=pm_mod, device="cpu")
+    state = _state(run)
+    torch.manual_seed(cfg.train.seed)
+    init = build_networks(cfg, 3, pm_mod).generator.state_dict()
+    d_init = d_raw = 0.0
+    for k, v in init.items():
+        if not v.is_floating_point() or k.endswith(("_u", "_v")):
+            continue
+        ema, raw = state[f"generator_ema.{k}"], state[f"generator.{k}"]
+        d_init += (ema - v).abs().sum().item()
+        d_raw += (ema - raw).abs().sum().item()
+    assert d_raw < d_init / 3, (d_raw, d_init)

@@ -304,3 +304,12 @@ def test_cli_list_import_download(tmp_path, monkeypatch):
     assert "Traceback" not in out
     res = runner.invoke(app, ["weights", "download", "nonesuch"])
     assert res.exit_code == 1 and "unknown weights 'nonesuch'" in strip_ansi(res.output)
+
+
+def test_download_of_a_page_only_source_says_to_import_by_hand(tmp_path):
+    from headpuppet.plugins import make_plugin_manager
+
+    spec = W.get_spec(make_plugin_manager(), "arcface-r100")
+    with pytest.raises(W.WeightsDownloadError, match="no direct download.*headpuppet weights import arcface-r100 FILE"):
+        W.download(spec, dest=tmp_path)
+    assert not list(tmp_path.iterdir())

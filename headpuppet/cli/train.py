@@ -58,7 +58,8 @@ def register(app: typer.Typer, state) -> None:
     @app.command("meta-train", rich_help_panel="Pipeline")
     @handle_errors
     def meta_train_cmd(
-        data: Path = typer.Argument(..., help="A dataset folder written by `headpuppet preprocess`."),
+        data: Path = typer.Argument(None, help="A dataset folder written by `headpuppet preprocess` "
+                                               "(optional with --resume: the run's own dataset)."),
         preset: str = typer.Option(None, "--preset", help=_PRESETS_HELP + " Default paper-256."),
         config: str = typer.Option(None, "--config", help="YAML file of config keys, applied over the preset."),
         set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set loss.fm=5 (repeatable)."),

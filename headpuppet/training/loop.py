@@ -146,6 +146,12 @@ class MetaTrainer:
         # Perceptual weights are checked first: a missing VGG stops here, before any folder exists.
         self.content_loss = ContentLoss(pm, cfg.loss, device=self.device)
 
+        if data_root is None:
+            if resume_meta is None or not resume_meta.get("dataset"):
+                from ..errors import HeadpuppetError
+
+                raise HeadpuppetError("give the dataset folder (DATA); it is needed unless --resume names a run")
+            data_root = resume_meta["dataset"]  # a resumed run reads the dataset it was trained on
         self.index = open_dataset(data_root)
         self.data = EpisodeDataset(self.index, tc.k_shots, size=cfg.model.image_size, iris=cfg.model.iris,
                                    seed=tc.seed)
@@ -209,10 +215,11 @@ class MetaTrainer:
 
     def _load_resume(self) -> None:
         folder = self.resume_folder
+        has_ema = (folder / "generator_ema.safetensors").exists()
         ckpt.load_networks_into(folder, {"embedder": self.raw.embedder, "generator": self.raw.generator,
                                          "discriminator": self.raw.discriminator,
-                                         "generator_ema": self.ema})
-        if self.ema is not None and not (folder / "generator_ema.safetensors").exists():
+                                         "generator_ema": self.ema if has_ema else None})
+        if self.ema is not None and not has_ema:
             self.ema.load_state_dict(self.raw.generator.state_dict())  # EMA newly switched on
         state = ckpt.load_state(folder)
         self.opt_g.load_state_dict(state["opt_g"])
@@ -254,7 +261,10 @@ class MetaTrainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        beta = self.cfg.train.ema
+        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): a fixed 0.999 would
+        # still weight the random initial G by 0.999^t (78% after 250 steps, 8% after 2500), so
+        # the samples and short runs would show noise while G itself has learned.
+        beta = min(self.cfg.train.ema, (1.0 + self.step) / (10.0 + self.step))
         for p_ema, p in zip(self.ema.parameters(), self.raw.generator.parameters()):
             p_ema.lerp_(p.detach(), 1.0 - beta)
         for b_ema, b in zip(self.ema.buffers(), self.raw.generator.buffers()):
@@ -333,6 +343,7 @@ class MetaTrainer:
         samples_per_step = tc.batch_size * self.dist.world_size
         for _, m in self.raw.items():
             m.train()
+        it = None
         try:
             with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task:
                 task.update(completed=self.step)
@@ -376,7 +387,13 @@ class MetaTrainer:
                 elif not (tc.sample_every > 0 and self.step % tc.sample_every == 0):
                     self.write_samples()
         finally:
-            del loader
+            # Workers ignore SIGINT/SIGTERM (so Ctrl-C reaches only this process), hence the
+            # interpreter's exit handler cannot terminate them: shut them down explicitly, or a
+            # lingering iterator (a traceback, a reference cycle) hangs the exit.
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del it, loader
         self.stopped = stop.set
         return self.run_dir
 
