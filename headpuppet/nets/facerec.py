@@ -110,14 +110,9 @@ def build_arcface(state_dict: dict[str, torch.Tensor] | None = None, arch: str =
                   device: str | torch.device = "cpu", width: int = 64) -> IResNet:
     """A frozen ArcFace backbone in eval mode (random weights when ``state_dict`` is None: tests and
     benchmarks only)."""
-    net = IResNet(DEPTHS[arch], width=width)
-    if state_dict is not None:
-        net.load_state_dict(state_dict, strict=False)
-        missing = [k for k in net.state_dict() if k not in state_dict and not k.endswith("num_batches_tracked")]
-        if missing:
-            raise ValueError(f"ArcFace state dict lacks {missing[:3]}")
-    net.eval().requires_grad_(False)
-    return net.to(device)
+    from . import frozen
+
+    return frozen(IResNet(DEPTHS[arch], width=width), state_dict, "ArcFace", device)
 
 
 def five_points(points: np.ndarray) -> np.ndarray:

@@ -226,11 +226,6 @@ def _match(raw: dict, expected: dict, what: str) -> dict[str, torch.Tensor]:
 def build_fid_inception(state_dict: dict[str, torch.Tensor] | None = None, device: str | torch.device = "cpu") -> FIDInceptionV3:
     """A frozen :class:`FIDInceptionV3` in eval mode, loaded from a converted state dict when given
     (random weights otherwise, for tests and benchmarks only)."""
-    net = FIDInceptionV3()
-    if state_dict is not None:
-        net.load_state_dict(state_dict, strict=False)
-        missing = [k for k in net.state_dict() if k not in state_dict and not k.endswith("num_batches_tracked")]
-        if missing:
-            raise ValueError(f"Inception state dict lacks {missing[:3]}")
-    net.eval().requires_grad_(False)
-    return net.to(device)
+    from . import frozen
+
+    return frozen(FIDInceptionV3(), state_dict, "Inception", device)
