@@ -8,6 +8,7 @@ writer) from jittered crops of scikit-image's astronaut, a real face photo, with
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -418,3 +419,26 @@ def test_ema_warms_up_so_short_runs_do_not_keep_the_random_init(dataset, pm_mod,
         d_init += (ema - v).abs().sum().item()
         d_raw += (ema - raw).abs().sum().item()
     assert d_raw < d_init / 3, (d_raw, d_init)
+
+
+def test_embedder_stays_alive_under_the_matching_loss(dataset, pm_mod):
+    """L_MCH pulls each e_i towards W_i. With W initialised far below e's scale (N(0, 0.02)) the pull
+    is downwards on every positive e until E's final ReLU dies (e == 0 for every input) and G learns
+    to ignore identity, as a demo run did by step 750. W on e's scale gives an equilibrium at e = W.
+    The adversarial terms are off so the test isolates the matching loss."""
+    from headpuppet.data.episodes import EpisodeDataset, collate
+    from headpuppet.data.format import open_dataset
+    from headpuppet.training import meta_train
+    from headpuppet.training.checkpoint import load_checkpoint
+
+    cfg = tiny_config(steps=40, sample_every=0, checkpoint_every=0)
+    cfg.train.lr_g = 1e-3
+    cfg.loss.adv, cfg.loss.fm = 0.0, 0.0
+    run = meta_train(cfg, dataset, out_root=Path(tempfile.mkdtemp()), pm=pm_mod, device="cpu")
+    ck = load_checkpoint(run, pm=pm_mod)
+    ds = EpisodeDataset(open_dataset(dataset), k_shots=2, seed=0)
+    batch = collate([ds[0], ds[1], ds[2]])
+    with torch.no_grad():
+        e, _ = ck.embedder.eval()(batch["shots"], batch["shot_landmarks"])  # (3, N)
+    assert (e > 0).any(dim=1).all(), "a video's embedding is all zero: the embedder's ReLU died"
+    assert (e[0] - e[1]).abs().mean() > 1e-4 and (e[1] - e[2]).abs().mean() > 1e-4

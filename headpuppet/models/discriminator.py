@@ -29,14 +29,18 @@ from .blocks import DownPath, ResBlockDown, check_model_config
 class _ProjectionHead(nn.Module):
     """``W`` (num_videos, N), ``w0`` (N,), ``b`` (1,) and the projection score."""
 
-    def __init__(self, num_videos: int, emb_dim: int, init_std: float = 0.02):
+    def __init__(self, num_videos: int, emb_dim: int):
         super().__init__()
         if num_videos < 1:
             raise ValueError(f"the discriminator needs num_videos >= 1, got {num_videos}")
         self.num_videos = num_videos
         self.emb_dim = emb_dim
-        # small random W: L_MCH pulls each W_i towards its video's embeddings during meta-learning
-        self.W = nn.Parameter(torch.randn(num_videos, emb_dim) * init_std)
+        # W ~ U[0, 1): on the scale of the embeddings and, like them, non-negative (E ends in a
+        # ReLU). L_MCH (weight 80) pulls each e_i towards W_i; with a small W (e.g. N(0, 0.02)) that
+        # pull drags every e to ~0 within a few hundred steps, E's final ReLU goes dead and G learns
+        # to ignore identity (seen here: e == 0 for every input at step 750). The paper does not
+        # state W's initialisation; public re-implementations use torch.rand as well.
+        self.W = nn.Parameter(torch.rand(num_videos, emb_dim))
         self.w0 = nn.Parameter(torch.zeros(emb_dim))
         self.b = nn.Parameter(torch.zeros(1))
 
