@@ -268,22 +268,25 @@ def download(spec: WeightSpec, dest: str | Path | None = None, url: str | None =
 
 # --- use ---
 
-def require(name: str, dest: str | Path | None = None, title: str | None = None) -> Path:
-    """The path of ``NAME.safetensors``, or :class:`WeightsMissingError` naming the commands that fix it."""
+def require(name: str, dest: str | Path | None = None, title: str | None = None, manual: bool = False) -> Path:
+    """The path of ``NAME.safetensors``, or :class:`WeightsMissingError` naming the commands that fix it
+    (only the import command for ``manual`` weights, whose source is a page rather than a file)."""
     path = weight_path(name, dest)
     if not path.is_file():
+        fix = (f"get the file by hand (see `headpuppet weights list`) and run `headpuppet weights import {name} FILE`"
+               if manual else
+               f"run `headpuppet weights download {name}` or `headpuppet weights import {name} FILE`")
         raise WeightsMissingError(
-            f"{title or name} weights ({name}) are missing: run `headpuppet weights download {name}` or "
-            f"`headpuppet weights import {name} FILE` (looked in {path.parent}; set {ENV} to change)")
+            f"{title or name} weights ({name}) are missing: {fix} (looked in {path.parent}; set {ENV} to change)")
     return path
 
 
 def load_weights(name: str, dest: str | Path | None = None, device: str = "cpu",
-                 title: str | None = None) -> dict:
+                 title: str | None = None, manual: bool = False) -> dict:
     """``NAME.safetensors`` as ``dict[str, Tensor]`` on ``device`` (WeightsMissingError when absent)."""
     from safetensors.torch import load_file
 
-    path = require(name, dest, title)
+    path = require(name, dest, title, manual)
     try:
         return load_file(str(path), device=device)
     except Exception as exc:

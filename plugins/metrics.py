@@ -16,10 +16,10 @@ FID_WEIGHTS = "inception-fid"
 CSIM_WEIGHTS = "arcface-r100"
 
 
-def _load(name: str, weights_dir=None, title: str | None = None):
+def _load(name: str, weights_dir=None, title: str | None = None, manual: bool = False):
     from headpuppet.weights import load_weights
 
-    return load_weights(name, weights_dir, title=title)  # WeightsMissingError names the fixing command
+    return load_weights(name, weights_dir, title=title, manual=manual)  # WeightsMissingError names the fixing command
 
 
 def ssim_factory(weights_dir=None, device="cpu"):
@@ -52,7 +52,7 @@ def csim_factory(weights_dir=None, device="cpu"):
     from headpuppet.evaluation import CSIMMetric
     from headpuppet.nets.facerec import build_arcface
 
-    state = _load(CSIM_WEIGHTS, weights_dir, "CSIM ArcFace")
+    state = _load(CSIM_WEIGHTS, weights_dir, "CSIM ArcFace", manual=True)  # no direct download exists
     return CSIMMetric(build_arcface(state, arch="r100", device=device), device=device)
 
 

@@ -313,3 +313,10 @@ def test_download_of_a_page_only_source_says_to_import_by_hand(tmp_path):
     with pytest.raises(W.WeightsDownloadError, match="no direct download.*headpuppet weights import arcface-r100 FILE"):
         W.download(spec, dest=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_missing_manual_weights_name_only_the_import_command(tmp_path):
+    with pytest.raises(WeightsMissingError) as err:
+        W.require("arcface-r100", dest=tmp_path, manual=True)
+    msg = str(err.value)
+    assert "headpuppet weights import arcface-r100 FILE" in msg and "download" not in msg
