@@ -1,6 +1,6 @@
 """Landmark detector speed: milliseconds per frame on a real video (CPU).
 
-    python bench/bench_detectors.py [VIDEO] [--detector mediapipe] [--frames 200] [--static]
+    python bench/detectors.py [VIDEO] [--detector mediapipe] [--frames 200] [--static]
 
 Decodes the frames first (decoding is not timed), creates the detector (not timed), detects once
 to warm up, then times ``detect`` on every frame and prints mean / median ms per frame and how
