@@ -22,18 +22,9 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "v
 
 
 def read(path: Path, limit: int) -> list[np.ndarray]:
-    import imageio_ffmpeg
+    from headpuppet.video import read_frames
 
-    gen = imageio_ffmpeg.read_frames(str(path))
-    meta = next(gen)
-    w, h = meta["size"]
-    frames = []
-    for raw in gen:
-        frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
-        if len(frames) >= limit:
-            break
-    gen.close()
-    return frames
+    return list(read_frames(path, max_frames=limit))
 
 
 def main() -> None:

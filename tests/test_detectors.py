@@ -86,18 +86,9 @@ def test_shared_photos(photo_detector, name):
 
 
 def _video_frames(path, n):
-    import imageio_ffmpeg
+    from headpuppet.video import read_frames
 
-    gen = imageio_ffmpeg.read_frames(str(path))
-    meta = next(gen)
-    w, h = meta["size"]
-    frames = []
-    for raw in gen:
-        frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
-        if len(frames) == n:
-            break
-    gen.close()
-    return frames
+    return list(read_frames(path, max_frames=n))
 
 
 def test_video_tracking_and_reset(shared_video):
