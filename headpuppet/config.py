@@ -37,6 +37,8 @@ class ModelConfig:
     iris: bool = False               # draw irises into landmark images (gaze reaches G)
     discriminator: str = "projection"  # discriminator plugin name
     disc_scales: int = 2             # for multi-scale discriminator variants
+    generator: str = "paper"         # "paper" (G(y; psi)) or "warp" (warp-guided, headpuppet.models.warp_generator)
+    projection_sn: bool = True       # spectral norm on P (psi = P e); false lets e modulate AdaIN freely
 
 
 @dataclass

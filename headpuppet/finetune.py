@@ -33,8 +33,11 @@ def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi,
 
     idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     y = animator.landmark_images(points[idx], None if person.iris is None else person.iris[idx])
+    src = animator.source_kwargs(gen, person, points[idx])
+    if src and len(frames) > 1:  # as in training: a frame is never warped from itself
+        src["allowed"] = torch.from_numpy(idx[:, None] != np.arange(len(frames))[None]).to(y.device)
     with torch.no_grad():
-        fake = to_uint8(gen(y, psi=psi.expand(len(idx), -1)).float())
+        fake = to_uint8(gen(y, psi=psi.expand(len(idx), -1), **src).float())
     out = []
     for j, i in enumerate(idx):
         lm = rasterise(points[i], animator.size, iris=person.iris[i] if (person.iris is not None and animator.uses_iris) else None)
@@ -97,6 +100,10 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     reals = to_tensor(frames).to(device)                                      # (T, 3, S, S)
     ys = animator.landmark_images(points, person.iris)                        # (T, 3, S, S)
     T = len(frames)
+    from .models.warp_generator import needs_source
+
+    warp_guided = needs_source(gen)
+    pts = torch.from_numpy(np.asarray(points, np.float32)).to(device)         # (T, 68, 2)
     if preview_dir is not None:
         Path(preview_dir).mkdir(parents=True, exist_ok=True)
     stats: dict[str, float] = {}
@@ -104,6 +111,14 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
         for step in range(1, steps + 1):
             idx = torch.from_numpy(rng.choice(T, size=batch_size, replace=T < batch_size)).to(device)
             batch = {"target": reals[idx], "target_landmarks": ys[idx]}
+            if warp_guided:
+                # the warp-guided G warps one of the T frames onto the target; never the target
+                # itself (that would teach it to copy), unless there is only one frame
+                b = len(idx)
+                batch.update(shots=reals[None].expand(b, -1, -1, -1, -1), shot_points=pts[None].expand(b, -1, -1, -1),
+                             target_points=pts[idx])
+                if T > 1:
+                    batch["shot_allowed"] = idx[:, None] != torch.arange(T, device=device)[None]
             b = len(idx)
             d = discriminator_step(_Nets, batch, opt_d, cfg, w=w.expand(b, -1), psi=psi.detach().expand(b, -1),
                                    autocast=ac, match_w=False)

@@ -282,10 +282,24 @@ class Animator:
             if channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
             psi = person.psi.to(self.device).expand(len(p), -1)  # (b, P)
+            src = self.source_kwargs(gen, person, p)
             with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-                fake = gen(y, psi=psi)                               # (b, 3, S, S) in [-1, 1]
+                fake = gen(y, psi=psi, **src)                        # (b, 3, S, S) in [-1, 1]
             out.append(to_uint8(fake.float()))
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+    def source_kwargs(self, gen: torch.nn.Module, person: Person, points: np.ndarray) -> dict:
+        """What ``gen`` needs besides ``y`` to render ``points`` ``(B, 68, 2)`` of ``person``: the
+        shots and their landmarks for the warp-guided generator, nothing for the paper's."""
+        from .models.warp_generator import needs_source
+
+        if not needs_source(gen):
+            return {}
+        b = len(points)
+        shots = to_tensor(np.asarray(person.frames)).to(self.device)                       # (K, 3, S, S)
+        shot_pts = torch.from_numpy(np.asarray(person.points, np.float32)).to(self.device)  # (K, 68, 2)
+        return {"shots": shots[None].expand(b, -1, -1, -1, -1), "shot_points": shot_pts[None].expand(b, -1, -1, -1),
+                "target_points": torch.from_numpy(np.asarray(points, np.float32)).to(self.device)}
 
     def fine_tune(self, person: Person, steps: int | None = None, reporter: Reporter | None = None,
                   **kwargs) -> Person:

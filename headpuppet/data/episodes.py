@@ -40,7 +40,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     Item (for key ``video`` or ``(epoch, video[, repeat])``), a dict of tensors:
         ``shots`` ``(K, 3, S, S)``, ``shot_landmarks`` ``(K, 3, S, S)``, ``target`` ``(3, S, S)``,
-        ``target_landmarks`` ``(3, S, S)`` (float32 in [-1, 1]), ``video_idx`` ``()`` long (row of
+        ``target_landmarks`` ``(3, S, S)`` (float32 in [-1, 1]), ``shot_points`` ``(K, 68, 2)`` and
+        ``target_points`` ``(68, 2)`` (float32 crop pixels, for the warp-guided generator), ``video_idx`` ``()`` long (row of
         the discriminator's ``W``), ``frame_idx`` ``(K + 1,)`` long (target first; for inspection).
     """
 
@@ -86,11 +87,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
             frame = cv2.resize(frame, (self.size, self.size), interpolation=interp)
         return frame
 
+    def _points(self, record, i: int) -> np.ndarray:
+        """``(68, 2)`` landmarks of frame ``i`` in pixels of the returned ``S x S`` images."""
+        return np.asarray(record.landmarks[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
+
     def _landmark_image(self, record, i: int) -> np.ndarray:
         from ..landmarks import rasterise
 
         scale = self.size / float(self.index.size)
-        points = np.asarray(record.landmarks[int(i)], dtype=np.float32) * scale
+        points = self._points(record, i)
         iris = None
         if self.iris and record.iris is not None:
             iris = np.asarray(record.iris[int(i)], dtype=np.float32) * scale
@@ -108,7 +113,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         images = np.stack([self._image(record, f) for f in frames])          # (K+1, S, S, 3)
         marks = np.stack([self._landmark_image(record, f) for f in frames])  # (K+1, S, S, 3)
         images, marks = to_tensor(images), to_tensor(marks)                  # (K+1, 3, S, S)
+        points = torch.from_numpy(np.stack([self._points(record, f) for f in frames]))  # (K+1, 68, 2)
         return {
+            "shot_points": points[1:], "target_points": points[0],
             "shots": images[1:], "shot_landmarks": marks[1:],
             "target": images[0], "target_landmarks": marks[0],
             "video_idx": torch.tensor(int(video), dtype=torch.long),

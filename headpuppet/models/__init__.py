@@ -17,10 +17,11 @@ from .blocks import check_model_config
 from .discriminator import MultiScaleDiscriminator, ProjectionDiscriminator
 from .embedder import Embedder
 from .generator import Generator
+from .warp_generator import WarpGenerator
 
 __all__ = [
     "Networks", "build_networks", "count_parameters", "Embedder", "Generator",
-    "ProjectionDiscriminator", "MultiScaleDiscriminator", "check_model_config",
+    "ProjectionDiscriminator", "MultiScaleDiscriminator", "check_model_config", "WarpGenerator",
 ]
 
 
@@ -70,7 +71,9 @@ def build_networks(cfg, num_videos: int, pm=None, device: torch.device | str = "
     if pm is None:
         pm = make_plugin_manager()
     discriminator = registry(pm, "discriminator").create(mcfg.discriminator, mcfg, num_videos)
-    nets = Networks(Embedder(mcfg), Generator(mcfg), discriminator)
+    embedder = Embedder(mcfg)  # E before G: the order of random initialisation is part of a seeded run
+    generator = WarpGenerator(mcfg) if getattr(mcfg, "generator", "paper") == "warp" else Generator(mcfg)
+    nets = Networks(embedder, generator, discriminator)
     return nets.to(device=device, dtype=dtype)
 
 

@@ -36,7 +36,7 @@ class Generator(nn.Module):
         psi_dim: number of AdaIN parameters (scale and bias of every AdaIN layer), the size of psi.
     """
 
-    def __init__(self, mcfg):
+    def __init__(self, mcfg, in_channels: int = 3, out_channels: int = 3):
         super().__init__()
         check_model_config(mcfg)
         sn = mcfg.spectral_norm
@@ -44,7 +44,7 @@ class Generator(nn.Module):
         self.image_size = size
         self.emb_dim = mcfg.emb_dim
 
-        self.encoder = DownPath(3, size, bottleneck, mcfg.ch, mcfg.max_ch, mcfg.attention_down, sn=sn, norm=True)
+        self.encoder = DownPath(in_channels, size, bottleneck, mcfg.ch, mcfg.max_ch, mcfg.attention_down, sn=sn, norm=True)
         c = self.encoder.out_channels
         self.res_blocks = nn.ModuleList([ResBlock(c, sn=sn) for _ in range(mcfg.gen_res_blocks)])
 
@@ -60,7 +60,7 @@ class Generator(nn.Module):
                 self.up_attn[str(len(self.up_blocks) - 1)] = SelfAttention(c_out, sn=sn)
             c = c_out
         self.out_norm = AdaIN(c)
-        self.out_conv = conv(c, 3, 3, sn=sn)
+        self.out_conv = conv(c, out_channels, 3, sn=sn)
 
         self._adain = [*self.res_blocks, *self.up_blocks, self.out_norm]
         self.psi_dim = sum(m.num_adain_params for m in self._adain)
@@ -68,7 +68,9 @@ class Generator(nn.Module):
         # P (eq. 2). Its bias starts AdaIN at the identity (scale 1, bias 0) so that a fresh
         # generator is a plain instance-normalised network whatever e is; the paper's P has no
         # bias, which leaves the initial scales at P e (uncontrolled, and 0 for e = 0).
-        self.projection = linear(mcfg.emb_dim, self.psi_dim, sn=sn, bias=True)
+        # model.projection_sn=false leaves P unnormalised: spectral norm caps its gain at 1, which
+        # kept person-specific modulation to ~2% of psi in the first demo model (issue 9).
+        self.projection = linear(mcfg.emb_dim, self.psi_dim, sn=sn and getattr(mcfg, "projection_sn", True), bias=True)
         with torch.no_grad():
             self.projection.bias.copy_(self._identity_psi())
 

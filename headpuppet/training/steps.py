@@ -54,11 +54,14 @@ def autocast_for(device: torch.device | str, amp: str = "none") -> Callable[[], 
 
 def generate(nets, batch: Batch, psi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``x_hat`` ``(B, 3, S, S)`` and the mean embedding ``e`` ``(B, N)`` (``None`` when ``psi`` given)."""
+    from ..models.warp_generator import source_kwargs
+
     y = batch["target_landmarks"]  # (B, 3, S, S)
+    src = source_kwargs(nets.generator, batch)  # the source shots, for the warp-guided generator
     if psi is not None:
-        return nets.generator(y, psi=psi), None
+        return nets.generator(y, psi=psi, **src), None
     e, _ = nets.embedder(batch["shots"], batch["shot_landmarks"])  # (B, N), (B, K, N)
-    return nets.generator(y, e=e), e
+    return nets.generator(y, e=e, **src), e
 
 
 def _w_rows(D: torch.nn.Module, batch: Batch) -> torch.Tensor:

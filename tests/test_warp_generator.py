@@ -1,0 +1,163 @@
+"""The warp-guided generator (headpuppet.models.warp_generator) and its torch thin-plate spline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from headpuppet.baselines import nearest_shot as np_nearest_shot
+from headpuppet.baselines import tps_warp as np_tps_warp
+from headpuppet.config import ModelConfig
+from headpuppet.imaging import to_tensor, to_uint8
+from headpuppet.models import WarpGenerator, build_networks
+from headpuppet.models.tps import nearest_shot, tps_warp
+from headpuppet.models.warp_generator import MASK_BIAS, source_kwargs
+
+torch.set_num_threads(1)
+
+S = 32
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(image_size=S, ch=8, max_ch=32, emb_dim=16, gen_bottleneck=8, gen_res_blocks=1,
+                attention_down=[16], attention_up=[16], spectral_norm=True, generator="warp", projection_sn=False)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def face_points(rng, size: float, jitter: float = 0.0) -> np.ndarray:
+    """68 points on an ellipse in the middle of a ``size`` image (a stand-in face), jittered."""
+    ang = np.linspace(0, 2 * np.pi, 69)[:-1]
+    pts = np.stack([np.cos(ang) * 0.25, np.sin(ang) * 0.3], 1) * size + size / 2
+    return (pts + rng.normal(0, jitter, pts.shape)).astype(np.float32)
+
+
+def source_batch(b=2, k=3, size=S, seed=0):
+    rng = np.random.default_rng(seed)
+    shots = torch.rand(b, k, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    shot_points = torch.from_numpy(np.stack([[face_points(rng, size, 1.0) for _ in range(k)] for _ in range(b)]))
+    target_points = torch.from_numpy(np.stack([face_points(rng, size, 1.0) for _ in range(b)]))
+    return shots, shot_points, target_points
+
+
+def test_torch_tps_matches_the_warp_baseline(astronaut):
+    """The batched torch spline moves pixels exactly as the numpy/OpenCV ``warp`` baseline does."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = cv2.resize(astronaut[:256, 128:384], (128, 128), interpolation=cv2.INTER_AREA)
+    src = face_points(rng, 128, 0.5)
+    dst = src + rng.normal(0, 3, src.shape).astype(np.float32) + [4, -2]
+    ref = np_tps_warp(img, src, dst)
+    warped, valid = tps_warp(to_tensor(img[None]), torch.from_numpy(src[None]), torch.from_numpy(dst[None]))
+    diff = np.abs(to_uint8(warped)[0].astype(int) - ref.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.2, (diff.max(), diff.mean())  # rounding, not geometry
+    assert valid.shape == (1, 1, 128, 128) and 0.9 < valid.mean() <= 1
+
+
+def test_tps_identity_and_gradients():
+    img = torch.rand(2, 3, S, S, requires_grad=True)
+    pts = torch.from_numpy(np.stack([face_points(np.random.default_rng(i), S) for i in range(2)]))
+    warped, valid = tps_warp(img, pts, pts)
+    torch.testing.assert_close(warped, img, atol=1e-4, rtol=0)  # landmarks already in place: no motion
+    assert valid.min() == 1
+    shifted, valid = tps_warp(img, pts, pts + 3)
+    shifted.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    # the corners are pinned (anchors, up to the regulariser); between anchors the border may bulge out
+    assert (valid[:, :, [0, 0, -1, -1], [0, -1, 0, -1]] > 0.99).all() and valid.min() < 1
+    assert torch.isfinite(shifted).all()
+
+
+def test_nearest_shot_matches_the_baseline_and_honours_allowed():
+    shots, shot_points, target_points = source_batch(b=4, k=5)
+    ours = nearest_shot(shot_points, target_points)
+    ref = [int(np_nearest_shot(shot_points[i].numpy(), target_points[i:i + 1].numpy())[0]) for i in range(4)]
+    assert ours.tolist() == ref
+    allowed = torch.ones(4, 5, dtype=torch.bool)
+    allowed[torch.arange(4), ours] = False
+    other = nearest_shot(shot_points, target_points, allowed)
+    assert (other != ours).all()
+    # the target's own frame among the shots is always nearest (distance 0) unless excluded
+    shot_points[:, 2] = target_points
+    assert nearest_shot(shot_points, target_points).tolist() == [2, 2, 2, 2]
+
+
+def test_warp_generator_starts_as_the_warp_and_trains_every_parameter():
+    torch.manual_seed(0)
+    G = WarpGenerator(tiny()).eval()  # eval: spectral norm's power iteration would move weights between calls
+    shots, shot_points, target_points = source_batch()
+    y = torch.rand(2, 3, S, S) * 2 - 1
+    e = torch.rand(2, 16)
+    parts = G(y, e=e, shots=shots, shot_points=shot_points, target_points=target_points, return_parts=True)
+    assert parts["image"].shape == (2, 3, S, S) and torch.isfinite(parts["image"]).all()
+    # a fresh model mostly passes the warp through (mask bias +2 -> ~0.88 where the warp is valid)
+    assert abs(float(parts["mask"].mean()) - torch.sigmoid(torch.tensor(MASK_BIAS)).item()) < 0.1
+    warped, _ = G.warp_source(shots, shot_points, target_points)
+    torch.testing.assert_close(parts["warped"], warped)
+    # e reaches the output unnormalised (projection_sn: false) and psi gives the same frames
+    torch.testing.assert_close(G(y, psi=G.project(e), shots=shots, shot_points=shot_points,
+                                 target_points=target_points), parts["image"])
+    with pytest.raises(ValueError, match="needs shots"):
+        G(y, e=e)
+    # gradients reach every parameter (attention gates opened so their convs get gradient too)
+    G.train()
+    for m in G.modules():
+        if hasattr(m, "gamma"):
+            torch.nn.init.constant_(m.gamma, 0.5)
+    G(y, e=e, shots=shots, shot_points=shot_points, target_points=target_points).square().mean().backward()
+    missing = [n for n, p in G.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_build_networks_and_source_kwargs_from_an_episode_batch(tmp_path):
+    from headpuppet.config import Config
+    from headpuppet.training.steps import generate
+
+    cfg = Config()
+    cfg.model = tiny()
+    nets = build_networks(cfg, 3)
+    assert isinstance(nets.generator, WarpGenerator)
+    shots, shot_points, target_points = source_batch()
+    batch = {"shots": shots, "shot_landmarks": shots.clone(), "target_landmarks": torch.zeros(2, 3, S, S),
+             "shot_points": shot_points, "target_points": target_points}
+    assert set(source_kwargs(nets.generator, batch)) == {"shots", "shot_points", "target_points"}
+    fake, e = generate(nets, batch)
+    assert fake.shape == (2, 3, S, S) and e.shape == (2, 16)
+    cfg.model = tiny(generator="paper")
+    assert source_kwargs(build_networks(cfg, 3).generator, batch) == {}
+    cfg.model = tiny(generator="nope")
+    from headpuppet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.generator"):
+        build_networks(cfg, 3)
+
+
+def test_episodes_carry_landmarks_in_crop_pixels(tmp_path):
+    from headpuppet.data.episodes import EpisodeDataset
+    from headpuppet.data.format import open_dataset
+    from tests.test_training import make_dataset
+
+    root = make_dataset(tmp_path / "data", size=32)
+    ds = EpisodeDataset(open_dataset(root), k_shots=2, size=16)
+    item = ds[0]
+    assert item["shot_points"].shape == (2, 68, 2) and item["target_points"].shape == (68, 2)
+    rec = ds.videos[0]
+    np.testing.assert_allclose(item["target_points"].numpy(),
+                               np.asarray(rec.landmarks[int(item["frame_idx"][0])]) * 0.5, rtol=1e-6)
+
+
+def test_warp_model_renders_and_fine_tunes(tmp_path, astronaut):
+    """Animator.render and fine-tuning feed the source shots to a warp-guided checkpoint."""
+    from headpuppet.inference import Animator
+    from tests.test_inference import TwoFaces, make_checkpoint, make_pm
+
+    ckpt = make_checkpoint(tmp_path, generator="warp", projection_sn=False)
+    animator = Animator.from_checkpoint(ckpt, pm=make_pm())
+    person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
+    out = animator.render(person, person.points)
+    assert out.shape == (2, animator.size, animator.size, 3)
+    tuned = animator.fine_tune(person, 2, preview_dir=tmp_path / "prev", preview_every=1)
+    assert tuned.finetune_steps == 2 and len(list((tmp_path / "prev").glob("*.png"))) == 2
+    assert animator.render(tuned, person.points).shape == out.shape
