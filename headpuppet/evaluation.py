@@ -8,8 +8,11 @@ their landmarks alone. Generated frames are compared with the real ones by
 
 * FID (Heusel et al. 2017) between the sets of generated and real frames (realism),
 * SSIM (Wang et al. 2004) and PSNR between each generated frame and its real frame (fidelity),
-* CSIM: cosine similarity of face-recognition embeddings (ArcFace) of the generated frame and the
-  source shot (identity preservation),
+* CSIM: cosine similarity of face-recognition embeddings (identity preservation), by two networks
+  whose column headers name them: ``csim-dlib`` "CSIM (dlib)", dlib's face ResNet on the generated
+  frame and its real target (computed by default: the network comes with the install), and ``csim``
+  "CSIM (ArcFace)", the paper's ArcFace on the generated frame and the source shot (needs its
+  weights imported),
 * landmark error: a landmark detector run on the generated frame against the target's landmarks,
   normalised by the inter-ocular distance (pose and expression).
 
@@ -35,10 +38,11 @@ from .errors import HeadpuppetError, WeightsMissingError
 from .progress import NULL, Reporter
 
 #: order of the columns in the paper's table, then the extras
-PAPER_METRICS = ("fid", "ssim", "csim", "landmark-error")
+PAPER_METRICS = ("fid", "ssim", "csim", "csim-dlib", "landmark-error")
 DEFAULT_SHOTS = (1, 8, 32)
 #: headers of the first-party metrics, used for a metric whose factory failed (no object to ask)
-KNOWN_LABELS = {"fid": ("FID", False), "ssim": ("SSIM", True), "psnr": ("PSNR", True), "csim": ("CSIM", True),
+KNOWN_LABELS = {"fid": ("FID", False), "ssim": ("SSIM", True), "psnr": ("PSNR", True),
+                "csim": ("CSIM (ArcFace)", True), "csim-dlib": ("CSIM (dlib)", True),
                 "landmark-error": ("LMK-err", False)}
 EVAL_FORMAT = "headpuppet-evaluation"
 EVAL_VERSION = 1
@@ -345,7 +349,7 @@ class CSIMMetric(_PairedMetric):
         net: ``(B, 3, 112, 112)`` aligned faces in [-1, 1] -> ``(B, D)`` embeddings (ArcFace).
     """
 
-    name, label, higher_is_better = "csim", "CSIM", True
+    name, label, higher_is_better = "csim", "CSIM (ArcFace)", True
 
     def __init__(self, net, device="cpu", batch_size: int = 16, input_size: int = 112):
         self.net, self.device, self.batch_size, self.input_size = net, device, batch_size, input_size
@@ -372,6 +376,48 @@ class CSIMMetric(_PairedMetric):
         src = self._cache.get(batch.source_keys, np.arange(len(batch.source)),
                               lambda idx: self.embed(batch.source[idx], batch.source_points[idx]))
         return (fake * src).sum(1)
+
+
+class DlibCSIMMetric(_PairedMetric):
+    """CSIM with dlib's face-recognition ResNet (:mod:`headpuppet.nets.dlib_resnet`): the cosine
+    similarity of the 128-d descriptors of each generated frame and its real target, both cut into
+    dlib's aligned 150x150 chip (``get_face_chip_details(shape, 150, 0.25)``, exactly as dlib) from
+    the **target's** landmarks, which the generated frame is meant to follow. Descriptors of real
+    frames are cached across table cells.
+
+    Args:
+        net: :class:`headpuppet.nets.dlib_resnet.DlibResNet` (``(B, 3, 150, 150)`` in [-1, 1] -> ``(B, 128)``).
+        device: where it runs (CPU or CUDA); batch_size: chips per forward pass.
+    """
+
+    name, label, higher_is_better = "csim-dlib", "CSIM (dlib)", True
+
+    def __init__(self, net, device="cpu", batch_size: int = 32):
+        self.net, self.device, self.batch_size = net, device, batch_size
+        self._cache = _FeatureCache()
+        super().__init__()
+
+    def embed(self, images: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 and ``(B, 68, 2)`` landmarks -> ``(B, 128)`` unit descriptors."""
+        import torch
+
+        from .imaging import to_tensor
+        from .nets.dlib_resnet import extract_chips
+
+        chips = extract_chips(np.asarray(images), np.asarray(points))  # (B, 150, 150, 3) uint8, as dlib's
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(chips), self.batch_size):
+                x = to_tensor(chips[i:i + self.batch_size]).to(self.device)
+                out.append(self.net(x).double().cpu().numpy())
+        e = np.concatenate(out)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    def scores(self, batch):
+        fake = self.embed(batch.fake, batch.real_points)
+        idx = np.arange(len(batch.real))
+        real = self._cache.get(batch.real_keys, idx, lambda i: self.embed(batch.real[i], batch.real_points[i]))
+        return (fake * real).sum(1)
 
 
 # --------------------------------------------------------------------------------------------

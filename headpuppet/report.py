@@ -20,7 +20,7 @@ import numpy as np
 from .evaluation import PAPER_METRICS, EvalResults
 
 #: decimals per metric in the tables (others: 3)
-DECIMALS = {"fid": 1, "ssim": 3, "psnr": 2, "csim": 3, "landmark-error": 3}
+DECIMALS = {"fid": 1, "ssim": 3, "psnr": 2, "csim": 3, "csim-dlib": 3, "landmark-error": 3}
 NOT_COMPUTED = "n/c"
 
 
@@ -117,10 +117,17 @@ def markdown(results: EvalResults, images: list[str] | None = None) -> str:
     extra = notes(results)
     if extra:
         lines += [""] + [f"- {n}" for n in extra]
+    csim = []
+    if "csim-dlib" in results.metrics:
+        csim.append("CSIM (dlib) is the cosine similarity of dlib face-ResNet descriptors of each generated frame "
+                    "and its real target, both aligned from the target's landmarks")
+    if "csim" in results.metrics:
+        csim.append("CSIM (ArcFace) is the cosine similarity of ArcFace embeddings of each generated frame and "
+                    "the source")
     lines += ["", "FID compares the set of generated frames with the set of real ones (lower is better); SSIM and "
-              "PSNR compare each frame with its real target; CSIM is the cosine similarity of ArcFace embeddings "
-              "of each generated frame and the source; landmark error is the detector's landmarks on the "
-              "generated frame against the target's, over the inter-ocular distance."]
+              "PSNR compare each frame with its real target; " + "".join(c + "; " for c in csim) +
+              "landmark error is the detector's landmarks on the generated frame against the target's, over the "
+              "inter-ocular distance."]
     if images:
         lines += ["", "## Pictures", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in images]
     return "\n".join(lines) + "\n"

