@@ -9,8 +9,9 @@ VGG19 (ImageNet) and VGGFace (face identities). Registered here:
   levels) so that training runs on machines without the pretrained files;
 * ``dlib-identity`` - not the paper's either: an identity term from dlib's face-recognition ResNet
   (:class:`headpuppet.nets.dlib_resnet.DlibIdentity`), whose weights come with the
-  ``face-recognition-models`` dependency. L1 between its activations (layers ``level3``, ``level2``,
-  ``level1`` and the 128-d ``descriptor`` by default) of a face-centred 150 px chip of each frame.
+  ``face-recognition-models`` dependency. L1 between its activations (the last two residual stages
+  ``level1``, ``level0`` and the 128-d ``descriptor`` by default; ``loss.perceptual_layers`` takes
+  their indices 4, 5, 6) of a face-centred 150 px chip of each frame.
 
 Factories: ``factory(weights_dir=None, device="cpu", layers=None)``; ``vgg19`` / ``vggface`` raise
 :class:`headpuppet.errors.WeightsMissingError` naming the ``headpuppet weights`` command when their

@@ -373,7 +373,7 @@ def test_dlib_identity_loss_is_differentiable_and_plugs_into_the_content_loss(pm
     real = to_tensor(np.stack([cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA)] * 2))
     fake = to_tensor(np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in (a2, b)]))
     fake.requires_grad_(True)
-    cfg = LossConfig(perceptual={"dlib-identity": 0.5}, perceptual_layers={"dlib-identity": [2, 3, 4, 6]})
+    cfg = LossConfig(perceptual={"dlib-identity": 0.5}, perceptual_layers={"dlib-identity": [4, 5, 6]})
     loss_fn = ContentLoss(pm, cfg, weights_dir=wdir)
     net = loss_fn.nets["dlib-identity"]
     assert net.layers == D.IDENTITY_STAGES
