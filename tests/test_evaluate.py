@@ -187,3 +187,31 @@ def test_checkpoint_of_another_version_is_one_line_error(dataset, checkpoint, ru
     lines = _lines(text)
     assert code == 1 and len(lines) == 1
     assert lines[0].startswith("error:") and "version 99" in lines[0]
+
+
+def test_a_dataset_of_another_crop_size_is_resized_to_the_model(dataset, run, tmp_path):
+    """A 64 px dataset evaluates a 32 px warp-guided model: frames and landmarks are resized, once said."""
+    from headpuppet.config import Config, ModelConfig
+    from headpuppet.data.format import open_dataset
+    from headpuppet.models import build_networks
+    from headpuppet.plugins import make_plugin_manager
+    from headpuppet.training.checkpoint import make_meta, save_checkpoint
+
+    cfg = Config(preset="tiny-warp")
+    cfg.model = ModelConfig(image_size=32, ch=8, max_ch=16, emb_dim=16, gen_bottleneck=8, gen_res_blocks=1,
+                            attention_down=[16], attention_up=[16], generator="warp", projection_sn=False)
+    cfg.loss.perceptual = {"laplacian-pyramid": 1.0}
+    torch.manual_seed(0)
+    nets = build_networks(cfg, 3, make_plugin_manager())
+    ckpt = save_checkpoint(tmp_path / "checkpoints", 5, dict(nets.items()), make_meta(cfg, 5, 3, detector="mediapipe"))
+    small = open_dataset(dataset).resized(32)
+    v, orig = small.videos[0], open_dataset(dataset).videos[0]
+    assert v.frame(0).shape == (32, 32, 3) and v.num_frames == orig.num_frames and v.id == orig.id
+    np.testing.assert_allclose(v.landmarks, orig.landmarks * 0.5, rtol=1e-6)
+    out = tmp_path / "r"
+    code, text, res = run(ckpt, dataset, "--shots", "2", "--mode", "ff", "--frames-per-video", 2,
+                          "--max-videos", 1, "--metrics", "ssim", "--baseline", "none", "--out", out)
+    assert code == 0, text + repr(res.exception)
+    assert text.count("resizing them to the model's 32 px") == 1
+    rows = json.loads((out / "metrics.json").read_text())["results"]
+    assert rows[0]["frames"] == 2 and np.isfinite(rows[0]["metrics"]["ssim"]["value"])

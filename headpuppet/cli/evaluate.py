@@ -92,8 +92,9 @@ def register(app: typer.Typer, state) -> None:
 
             animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm)
             if animator.size != dataset.size:
-                raise HeadpuppetError(f"{data} has {dataset.size} px crops but the model makes {animator.size} px "
-                                      f"frames; preprocess the videos with --size {animator.size}")
+                console.print(f"{data} has {dataset.size} px crops; resizing them to the model's {animator.size} px "
+                              f"(frames and landmarks)", highlight=False, soft_wrap=True)
+                dataset = dataset.resized(animator.size)
             if animator.embedder is None:
                 raise HeadpuppetError(f"{checkpoint} has no embedder; evaluate needs a meta-train checkpoint")
             ckpt_info = {"path": str(checkpoint), "step": _step(animator)}

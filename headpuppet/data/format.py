@@ -129,6 +129,37 @@ class VideoRecord:
         return np.stack([self.frame(int(i)) for i in indices])
 
 
+class ResizedRecord:
+    """A :class:`VideoRecord` seen at another crop size: frames resized (INTER_AREA down, cubic up),
+    landmarks and irises scaled with them. Everything else is the record's own."""
+
+    def __init__(self, record: VideoRecord, size: int):
+        self.record, self.size = record, int(size)
+        self.scale = self.size / float(record.size)
+
+    def __getattr__(self, name):  # id, person, num_frames, fps, ...: the record's
+        return getattr(self.record, name)
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return self.record.landmarks * np.float32(self.scale)
+
+    @property
+    def iris(self) -> np.ndarray | None:
+        iris = self.record.iris
+        return None if iris is None else iris * np.float32(self.scale)  # (cx, cy, r) all scale
+
+    def frame(self, i: int) -> np.ndarray:
+        import cv2
+
+        img = self.record.frame(i)
+        interp = cv2.INTER_AREA if self.size < img.shape[0] else cv2.INTER_CUBIC
+        return cv2.resize(img, (self.size, self.size), interpolation=interp)
+
+    def frames(self, indices) -> np.ndarray:
+        return np.stack([self.frame(int(i)) for i in indices])
+
+
 @dataclass
 class DatasetIndex:
     """An opened dataset: its settings and its complete videos (sorted by id)."""
@@ -142,6 +173,13 @@ class DatasetIndex:
 
     def __len__(self) -> int:
         return len(self.videos)
+
+    def resized(self, size: int) -> "DatasetIndex":
+        """The same dataset seen at crop size ``size`` (itself when it already is)."""
+        if int(size) == self.size:
+            return self
+        return DatasetIndex(self.root, int(size), self.has_iris, self.detector,
+                            [ResizedRecord(v, size) for v in self.videos], self.info)
 
     @property
     def persons(self) -> list[str]:
