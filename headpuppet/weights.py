@@ -314,6 +314,9 @@ def ensure(spec: WeightSpec, dest: str | Path | None = None, warn: Callable[[str
             f"{title(spec)}: {local} does not have the published sha256 ({spec.source_sha256[:12]}...), so it is "
             f"damaged or another file; {reinstall}import an intact copy with "
             f"`headpuppet weights import {spec.name} FILE`") from None
+    except OSError as exc:  # e.g. a read-only weights folder
+        raise WeightsError(f"{title(spec)}: cannot convert {local} into {path} ({exc.strerror or exc}); "
+                           f"set {ENV} to a writable folder") from None
 
 
 def require(name: str, dest: str | Path | None = None, title: str | None = None, manual: bool = False) -> Path:

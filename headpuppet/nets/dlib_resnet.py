@@ -875,15 +875,20 @@ class DlibIdentity(nn.Module):
     0.8x dlib's distance) of the face chip of each image. With ``points`` ``(B, 68, 2)`` the chip is
     dlib's alignment (:func:`align_chips`); without (how :class:`headpuppet.losses.ContentLoss` calls
     it today) it is the fixed face-centred square :data:`FIXED_CROP` resized to 150 px, which suits
-    headpuppet's landmark-centred training crops. The content loss takes the L1 distance of each
-    pair of activations (feature matching; on the descriptor, L1 of dlib's identity embedding).
-    :meth:`cosine_loss` is ``1 - cos`` of the descriptors, for direct use.
+    headpuppet's landmark-centred training crops: on the 128 px crops of the 51 shared training
+    videos its descriptors are at cosine 0.987 (median; dlib distance 0.24, worst 0.78 on turned or
+    tilted heads) from those of dlib's alignment of the same frame, about the spread between two
+    frames of one video (0.982). The content loss takes the L1 distance of each pair of activations
+    (feature matching; on the descriptor, L1 of dlib's identity embedding). :meth:`cosine_loss` is
+    ``1 - cos`` of the descriptors, for direct use. ``default_weight`` is a starting point, not tuned.
 
     Frozen, eval mode; gradients flow to ``x`` only.
     """
 
     default_weight: float = 1e-1
     weights: tuple[str, ...] = (WEIGHTS_NAME,)
+    #: forward takes ``points=``: a content loss may pass the targets' landmarks for dlib's alignment
+    accepts_points: bool = True
 
     def __init__(self, net: DlibResNet, layers: Sequence[str] | None = None, crop: Sequence[float] | None = None):
         super().__init__()
