@@ -398,19 +398,24 @@ class DlibCSIMMetric(_PairedMetric):
         super().__init__()
 
     def embed(self, images: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """``(B, S, S, 3)`` uint8 and ``(B, 68, 2)`` landmarks -> ``(B, 128)`` unit descriptors."""
+        """``(B, S, S, 3)`` uint8 and ``(B, 68, 2)`` landmarks -> ``(B, 128)`` unit descriptors
+        (NaN rows, i.e. failed frames, where the landmarks are not finite)."""
         import torch
 
         from .imaging import to_tensor
         from .nets.dlib_resnet import extract_chips
 
-        chips = extract_chips(np.asarray(images), np.asarray(points))  # (B, 150, 150, 3) uint8, as dlib's
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(chips), self.batch_size):
-                x = to_tensor(chips[i:i + self.batch_size]).to(self.device)
-                out.append(self.net(x).double().cpu().numpy())
-        e = np.concatenate(out)
+        images, points = np.asarray(images), np.asarray(points, np.float64)
+        ok = np.isfinite(points).all(axis=(1, 2))
+        e = np.full((len(images), 128), np.nan)
+        if ok.any():
+            chips = extract_chips(images[ok], points[ok])  # (b, 150, 150, 3) uint8, as dlib's
+            out = []
+            with torch.no_grad():
+                for i in range(0, len(chips), self.batch_size):
+                    x = to_tensor(chips[i:i + self.batch_size]).to(self.device)
+                    out.append(self.net(x).double().cpu().numpy())
+            e[ok] = np.concatenate(out)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
     def scores(self, batch):

@@ -344,6 +344,10 @@ def test_csim_dlib_metric(net, pm, wdir):
     m.update(batch)
     v = m.compute()
     assert v.count == 3 and v.value == pytest.approx(s.mean())
+    bad = np.stack([pa, np.full_like(pa, np.nan)])  # a frame without landmarks counts as failed
+    m.update(MetricBatch(fake=np.stack([a2, a2]), real=np.stack([a, a]), real_points=bad, source=np.stack([a, a]),
+                         source_points=bad))
+    assert m.compute().count == 4 and m.compute().failed == 1
     metrics, status = load_metrics(pm, None, weights_dir=wdir)  # the default set
     assert "csim-dlib" in metrics and status["csim-dlib"].label == "CSIM (dlib)"
     assert status["csim"].label == "CSIM (ArcFace)"
