@@ -10,6 +10,7 @@ frames and measures, per frame:
   calls two faces the same person below 0.6. Also the distance to the driver's own face (it should
   stay far: the output must not become the driver). Landmarks for the chips are detected on the
   output itself (mediapipe);
+* shimmer: the mean frame-to-frame change of the output over that of the driver's crop;
 * mouth: the inner-lip opening (points 62/66, over the interocular distance) of the output, detected,
   against the driver's; their Pearson correlation over frames.
 
@@ -97,7 +98,8 @@ def main() -> None:
     detector = animator.make_detector()
     net = load_dlib_resnet().eval()
     methods = [m for m in args.methods.split(",") if m]
-    summary: dict[str, dict[str, list]] = {m: {"within": [], "corr": [], "dist": [], "to_driver": []} for m in methods}
+    summary: dict[str, dict[str, list]] = {m: {"within": [], "corr": [], "dist": [], "to_driver": [], "flicker": []}
+                                           for m in methods}
     rows = []
     for photo, video in DEFAULT_PAIRS:
         if not (faces / photo).exists() or not (faces / video).exists():
@@ -130,21 +132,25 @@ def main() -> None:
             ok = np.isfinite(mouth) & np.isfinite(mouth_drv)
             corr = float(np.corrcoef(mouth[ok], mouth_drv[ok])[0, 1]) if ok.sum() > 2 else float("nan")
             within = float(np.mean(np.nan_to_num(dist, nan=np.inf) < SAME_PERSON_THRESHOLD))
-            rec = {"photo": photo, "driver": video, "method": m, "frames": int(n),
+            # temporal shimmer: mean frame-to-frame change of the output over the driver crop's
+            flicker = float(np.abs(np.diff(out.astype(np.float32), axis=0)).mean()
+                            / max(np.abs(np.diff(drv_frames.astype(np.float32), axis=0)).mean(), 1e-6))
+            rec = {"photo": photo, "driver": video, "method": m, "frames": int(n), "flicker_vs_driver": flicker,
                    "face_found": float(np.isfinite(dist).mean()), "within_0.6": within,
                    "dist_to_source_median": float(np.nanmedian(dist)), "dist_to_driver_median": float(np.nanmedian(to_drv)),
                    "mouth_corr": corr, "mouth_range_out": float(np.nanstd(mouth)), "mouth_range_driver": float(np.nanstd(mouth_drv))}
             print(json.dumps(rec), flush=True)
             s = summary[m]
             s["within"].append(within), s["corr"].append(corr), s["dist"].append(rec["dist_to_source_median"])
-            s["to_driver"].append(rec["dist_to_driver_median"])
+            s["to_driver"].append(rec["dist_to_driver_median"]), s["flicker"].append(flicker)
         rows.append((person.frames[0], drv_frames, outputs))
     for m, s in summary.items():
         if s["within"]:
             print(json.dumps({"summary": m, "pairs": len(s["within"]), "finetune_steps": args.finetune_steps,
                               "within_0.6_mean": float(np.mean(s["within"])), "within_0.6_min": float(np.min(s["within"])),
                               "mouth_corr_mean": float(np.nanmean(s["corr"])), "dist_to_source_median": float(np.median(s["dist"])),
-                              "dist_to_driver_median": float(np.median(s["to_driver"]))}), flush=True)
+                              "dist_to_driver_median": float(np.median(s["to_driver"])),
+                              "flicker_vs_driver_mean": float(np.mean(s["flicker"]))}), flush=True)
     if args.sheet and rows:
         S = animator.size
         cols = 6
