@@ -161,3 +161,19 @@ def test_warp_model_renders_and_fine_tunes(tmp_path, astronaut):
     tuned = animator.fine_tune(person, 2, preview_dir=tmp_path / "prev", preview_every=1)
     assert tuned.finetune_steps == 2 and len(list((tmp_path / "prev").glob("*.png"))) == 2
     assert animator.render(tuned, person.points).shape == out.shape
+
+
+def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_path):
+    from headpuppet.imaging import read_image
+    from headpuppet.training import meta_train
+    from headpuppet.training.plots import _GAP
+    from tests.test_training import make_dataset, tiny_config
+
+    data = make_dataset(tmp_path / "data")
+    cfg = tiny_config(steps=2, sample_every=2)
+    cfg.model.generator, cfg.model.projection_sn = "warp", False
+    run = meta_train(cfg, data, out_root=tmp_path / "runs", device="cpu")
+    grid = read_image(run / "samples" / "step-0000002.png")
+    S, K = cfg.model.image_size, cfg.train.k_shots
+    cols = K + 3 + 2  # shots | landmarks | generated | real | warped | mask
+    assert grid.shape[1] == cols * S + (cols - 1) * _GAP

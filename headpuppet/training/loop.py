@@ -300,6 +300,7 @@ class MetaTrainer:
     @torch.no_grad()
     def write_samples(self) -> Path:
         """``samples/step-NNNNNNN.png`` from the fixed preview episodes, and ``samples/losses.png``."""
+        from ..models.warp_generator import needs_source, source_kwargs
         from .plots import plot_losses, sample_grid, save_grid
         from .steps import generate
 
@@ -311,12 +312,19 @@ class MetaTrainer:
         # eval mode: spectral-norm power iterations must not advance here, or sampling would
         # change training (and break bit-exact resume)
         E.eval(), G.eval()
+        extra = None
         try:
             with self.autocast():
-                fake = generate(TrainNets(E, G, None), b)[0].float()
+                if needs_source(G):  # warp-guided G: also show the warped shot and the blend mask
+                    e, _ = E(b["shots"], b["shot_landmarks"])
+                    parts = G(b["target_landmarks"], e=e, return_parts=True, **source_kwargs(G, b))
+                    fake = parts["image"].float()
+                    extra = [parts["warped"].float(), parts["mask"].float().expand(-1, 3, -1, -1) * 2 - 1]
+                else:
+                    fake = generate(TrainNets(E, G, None), b)[0].float()
         finally:
             E.train(modes[0]), G.train(modes[1])
-        grid = sample_grid(b["shots"], b["target_landmarks"], fake, b["target"])
+        grid = sample_grid(b["shots"], b["target_landmarks"], fake, b["target"], extra)
         path = self.run_dir / "samples" / f"step-{self.step:07d}.png"
         save_grid(path, grid)
         records = read_stats(self.run_dir / "stats.jsonl")

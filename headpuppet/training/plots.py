@@ -18,14 +18,16 @@ _GAP = 2  # pixels of white between tiles
 
 
 def sample_grid(shots: torch.Tensor, target_landmarks: torch.Tensor, fake: torch.Tensor,
-                real: torch.Tensor, extra: torch.Tensor | None = None) -> np.ndarray:
-    """``(H, W, 3) uint8`` grid: per row ``shots (K) | landmark image | generated | real [| extra]``.
+                real: torch.Tensor, extra: torch.Tensor | list[torch.Tensor] | None = None) -> np.ndarray:
+    """``(H, W, 3) uint8`` grid: per row ``shots (K) | landmark image | generated | real [| extra...]``.
 
     Args:
-        shots: ``(B, K, 3, S, S)``; target_landmarks, fake, real, extra: ``(B, 3, S, S)``, in [-1, 1].
+        shots: ``(B, K, 3, S, S)``; target_landmarks, fake, real, extra (one or a list):
+            ``(B, 3, S, S)``, in [-1, 1].
     """
     B, K, _, S, _ = shots.shape
-    cols = [shots[:, k] for k in range(K)] + [target_landmarks, fake, real] + ([extra] if extra is not None else [])
+    extras = [] if extra is None else list(extra) if isinstance(extra, (list, tuple)) else [extra]
+    cols = [shots[:, k] for k in range(K)] + [target_landmarks, fake, real] + extras
     tiles = [to_uint8(c) for c in cols]  # each (B, S, S, 3)
     H = B * S + (B - 1) * _GAP
     W = len(cols) * S + (len(cols) - 1) * _GAP
