@@ -70,14 +70,17 @@ class ContentLoss(nn.Module):
             self.nets[name] = net
             self.weights[name] = float(weight)
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Weighted terms ``{name: loss}``. ``points`` ``(B, 68, 2)``, the target's landmarks in pixels,
+        go to the networks that declare ``accepts_points`` (face-aligned crops, e.g. ``dlib-identity``)."""
         if fake.shape != real.shape:
             raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} must have the same shape")
         out: dict[str, torch.Tensor] = {}
         for name, net in self.nets.items():
+            kw = {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
             with torch.no_grad():
-                target = net(real)  # list of (B, C_l, H_l, W_l)
-            acts = net(fake)
+                target = net(real, **kw)  # list of (B, C_l, H_l, W_l)
+            acts = net(fake, **kw)
             total = sum(F.l1_loss(a, t) for a, t in zip(acts, target))
             out[name] = self.weights[name] * total
         return out

@@ -119,3 +119,32 @@ def test_content_loss_vgg_networks(pm, tmp_path):
     sum(out.values()).backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert not any(p.grad is not None for p in loss_fn.parameters())
+
+
+def test_content_loss_passes_landmarks_only_to_networks_that_take_them(pm):
+    """``points`` reach a network declaring ``accepts_points`` (face-aligned crops) and no other."""
+    from torch import nn
+
+    seen = {}
+
+    class Aligned(nn.Module):
+        accepts_points = True
+
+        def forward(self, x, points=None):
+            seen["aligned"] = points
+            return [x.mean((2, 3))]
+
+    class Plain(nn.Module):
+        def forward(self, x):  # no points argument: must not receive one
+            seen["plain"] = True
+            return [x]
+
+    loss_fn = ContentLoss(pm, _pyramid_cfg())
+    loss_fn.nets = nn.ModuleDict({"aligned": Aligned(), "plain": Plain()})
+    loss_fn.weights = {"aligned": 1.0, "plain": 2.0}
+    pts = torch.rand(2, 68, 2)
+    out = loss_fn(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8), points=pts)
+    assert seen["aligned"] is pts and seen["plain"] and set(out) == {"aligned", "plain"}
+    assert float(out["plain"]) == pytest.approx(2.0)
+    loss_fn(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))
+    assert seen["aligned"] is None

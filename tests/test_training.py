@@ -442,3 +442,22 @@ def test_embedder_stays_alive_under_the_matching_loss(dataset, pm_mod):
         e, _ = ck.embedder.eval()(batch["shots"], batch["shot_landmarks"])  # (3, N)
     assert (e > 0).any(dim=1).all(), "a video's embedding is all zero: the embedder's ReLU died"
     assert (e[0] - e[1]).abs().mean() > 1e-4 and (e[1] - e[2]).abs().mean() > 1e-4
+
+
+def test_resume_may_change_the_loss_and_records_it(dataset, pm_mod, tmp_path):
+    """A curriculum: a run resumed with other loss weights continues, says so, and keeps the record."""
+    import json
+
+    from headpuppet.config import load_config
+    from headpuppet.training import meta_train
+
+    run = meta_train(tiny_config(steps=1), dataset, out_root=tmp_path, pm=pm_mod, device="cpu")
+    more = tiny_config(steps=2)
+    more.loss.perceptual = {"laplacian-pyramid": 2.0}
+    more.loss.fm = 0.0
+    meta_train(more, dataset, out_root=tmp_path, pm=pm_mod, device="cpu", resume=run)
+    rec = [json.loads(x) for x in (run / "changes.jsonl").read_text().splitlines()]
+    assert rec == [{"step": 1, "changes": ["loss.fm: 10.0 -> 0.0",
+                                           "loss.perceptual: {'laplacian-pyramid': 1.0} -> {'laplacian-pyramid': 2.0}"]}]
+    assert load_config(run / "config.yaml").loss.perceptual == {"laplacian-pyramid": 2.0}
+    assert json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["step"] == 2

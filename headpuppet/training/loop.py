@@ -20,6 +20,7 @@ every rank stops at the same step.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import signal
 import threading
@@ -127,8 +128,11 @@ class MetaTrainer:
             pm = make_plugin_manager()
         self.pm = pm
         self.resume_folder, resume_meta = (ckpt.read_meta(resume) if resume is not None else (None, None))
+        self.loss_changes: list[str] = []
         if resume_meta is not None:
-            cfg = self._resume_config(cfg, from_dict(resume_meta["config"]))
+            saved = from_dict(resume_meta["config"])
+            cfg = self._resume_config(cfg, saved)
+            self.loss_changes = self._loss_changes(cfg, saved)
         if cfg is None:
             raise ValueError("meta_train needs a config (or resume=)")
         self.cfg = cfg
@@ -201,17 +205,24 @@ class MetaTrainer:
     # ------------------------------------------------------------------------------------ resume
     @staticmethod
     def _resume_config(cfg: Config | None, saved: Config) -> Config:
+        """The config to continue with. The model must be the checkpoint's; loss weights may change
+        (a curriculum: e.g. an identity term added after the first steps), and each change is
+        returned in ``self.loss_changes`` to be reported and written to the run's ``changes.jsonl``."""
         if cfg is None:
             return saved
-        for section in ("model", "loss"):
-            a, b = to_dict(getattr(cfg, section)), to_dict(getattr(saved, section))
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            if diff:
-                raise CheckpointError(f"{section}.{diff[0]} differs from the checkpoint's ({b.get(diff[0])!r}); "
-                                      "drop that setting to resume, or start a new run")
+        a, b = to_dict(cfg.model), to_dict(saved.model)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            raise CheckpointError(f"model.{diff[0]} differs from the checkpoint's ({b.get(diff[0])!r}); "
+                                  "drop that setting to resume, or start a new run")
         cfg = copy.deepcopy(cfg)
         cfg.preset = saved.preset
         return cfg
+
+    @staticmethod
+    def _loss_changes(cfg: Config, saved: Config) -> list[str]:
+        a, b = to_dict(cfg.loss), to_dict(saved.loss)
+        return [f"loss.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
     def _load_resume(self) -> None:
         folder = self.resume_folder
@@ -339,6 +350,11 @@ class MetaTrainer:
         end = tc.steps if max_steps is None else min(tc.steps, self.step + max_steps)
         if self.dist.is_main and self.data.skipped:
             self.reporter.warn(f"{len(self.data.skipped)} video(s) with fewer than 2 frames skipped")
+        if self.dist.is_main and self.loss_changes:
+            # config.yaml now holds the new weights; changes.jsonl keeps when each came in
+            with open(self.run_dir / "changes.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, "changes": self.loss_changes}) + "\n")
+            self.reporter.warn(f"resuming at step {self.step} with changed loss: {'; '.join(self.loss_changes)}")
         if self.dist.is_main and self.step == 0 and not self.resume_folder:
             self.reporter.info(f"run folder {self.run_dir}: {self.data.num_videos} videos, "
                                f"batch {tc.batch_size} x {self.dist.world_size} process(es), K={tc.k_shots}, "

@@ -144,7 +144,8 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
                 _, real_feats = D(real, y, video_idx=vid, w=w)
             fake_score, fake_feats = D(fake, y, video_idx=vid, w=w)
         out: dict[str, torch.Tensor] = {}
-        for name, value in content_loss(fake.float(), real.float()).items():
+        # the target's landmarks let face networks (dlib-identity) cut an aligned chip
+        for name, value in content_loss(fake.float(), real.float(), points=batch.get("target_points")).items():
             out[f"Loss/G/{name}"] = value
         out["Loss/G/adv"] = cfg.loss.adv * adversarial_g(fake_score.float())
         if cfg.loss.fm > 0:
