@@ -90,6 +90,10 @@ def _probe(path: str | Path):
 def load_source_images(paths: list[str | Path], k: int = 8) -> SourceImages:
     """Read the SOURCE shots (photos, a folder of photos, or ``k`` frames of a video).
 
+    A folder with more than ``k`` images (a folder of frames) gives ``k`` of them spread evenly; a
+    video folder of a preprocessed dataset (``meta.json`` + ``frames/``) gives its frames, whatever
+    their crop size (faces are detected and cropped again at the model's size).
+
     A fine-tuned person folder is not handled here (check :func:`is_person_dir` first).
     """
     if not paths:
@@ -103,9 +107,13 @@ def load_source_images(paths: list[str | Path], k: int = 8) -> SourceImages:
         if path.is_dir():
             if is_person_dir(path):
                 raise MediaError(f"{path} is a fine-tuned person folder; give it as the only SOURCE")
+            if (path / "meta.json").is_file() and (path / "frames").is_dir():
+                path = path / "frames"  # a video of a preprocessed dataset (any crop size)
             files = _images_in(path)
             if not files:
                 raise MediaError(f"{path}: the folder holds no photos ({', '.join(sorted({'.jpg', '.png'}))}, ...)")
+            if len(files) > k:  # a folder of frames: k spread evenly, as for a video
+                files = [files[i] for i in sorted(set(np.linspace(0, len(files) - 1, k).round().astype(int)))]
             for f in files:
                 images.append(read_image(f))
                 labels.append(f.name)

@@ -221,6 +221,13 @@ def test_sources_photos_folder_video_and_driver(tmp_path, astronaut):
         write_image(folder / f"shot_{i}.png", astronaut[::4, ::4])
     src = load_source_images([folder])
     assert src.labels == ["shot_1.png", "shot_2.png", "shot_10.png"] and src.stem == "shots"
+    assert load_source_images([folder], k=2).labels == ["shot_1.png", "shot_10.png"]  # k spread evenly
+    # a video folder of a preprocessed dataset: its frames
+    ds_video = tmp_path / "ds" / "videos" / "clip"
+    for i in range(4):
+        write_image(ds_video / "frames" / f"{i:06d}.jpg", astronaut[::8, ::8])
+    (ds_video / "meta.json").write_text("{}")
+    assert load_source_images([ds_video], k=3).labels == ["000000.jpg", "000002.jpg", "000003.jpg"]
     video = tmp_path / "clip.mp4"
     with VideoWriter(video, 25) as w:
         for i in range(20):
