@@ -102,11 +102,14 @@ class Animator:
         pm: plugin manager (for the landmark detector and the fine-tuning losses).
         detector_name: the landmark detector the training data was made with.
         source: where the weights came from (for messages and person folders).
+        precision: ``"auto"`` (bf16 where the hardware computes it natively, see
+            :func:`resolve_precision`), ``"fp32"`` or ``"bf16"``: how :meth:`render` runs G.
     """
 
     def __init__(self, cfg: Config, generator: torch.nn.Module, embedder: torch.nn.Module | None = None,
                  discriminator: torch.nn.Module | None = None, *, device: str | torch.device = "cpu", pm=None,
-                 detector_name: str = DEFAULT_DETECTOR, source: str = "", num_videos: int | None = None):
+                 detector_name: str = DEFAULT_DETECTOR, source: str = "", num_videos: int | None = None,
+                 precision: str = "auto"):
         self.cfg = cfg
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval()
@@ -116,11 +119,13 @@ class Animator:
         self.detector_name = detector_name
         self.source = source
         self.num_videos = num_videos
+        self.precision = resolve_precision(precision, self.device)
+        self._fold_cache: dict[int, tuple] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", pm=None,
-                        use_ema: bool = True) -> "Animator":
+                        use_ema: bool = True, precision: str = "auto") -> "Animator":
         """Load a run folder (latest checkpoint) or a checkpoint folder written by ``meta-train``.
 
         ``use_ema`` takes the moving average of G's weights when the checkpoint has one.
@@ -137,11 +142,11 @@ class Animator:
         generator = ckpt.inference_generator if use_ema else ckpt.generator
         return cls(ckpt.cfg, generator, ckpt.embedder, ckpt.discriminator, device=device, pm=pm,
                    detector_name=_detector_from_meta(meta), source=str(path),
-                   num_videos=int(meta.get("num_videos", 1)))
+                   num_videos=int(meta.get("num_videos", 1)), precision=precision)
 
     @classmethod
     def from_person_dir(cls, path: str | Path, device: str | torch.device = "cpu",
-                        pm=None) -> tuple["Animator", Person]:
+                        pm=None, precision: str = "auto") -> tuple["Animator", Person]:
         """Load a fine-tuned person folder: an animator around its G/D and the :class:`Person`."""
         from safetensors.torch import load_file
 
@@ -163,7 +168,7 @@ class Animator:
                                   f"run `headpuppet fine-tune` again") from None
         animator = cls(cfg, nets.generator, None, nets.discriminator, device=device, pm=pm,
                        detector_name=meta.get("detector", DEFAULT_DETECTOR), source=str(path),
-                       num_videos=int(meta.get("num_videos", 1)))
+                       num_videos=int(meta.get("num_videos", 1)), precision=precision)
         frame_files = sorted((path / "frames").glob("*.png"))
         frames = np.stack([read_image(f) for f in frame_files]) if frame_files else \
             np.zeros((len(tensors["points"]), cfg.model.image_size, cfg.model.image_size, 3), np.uint8)
@@ -264,16 +269,23 @@ class Animator:
 
     # ------------------------------------------------------------------ rendering
     def render(self, person: Person, points: np.ndarray, iris: np.ndarray | None = None, *,
-               batch_size: int = 16, amp: str = "none", channels_last: bool = False) -> np.ndarray:
+               batch_size: int = 16, amp: str | None = None, channels_last: bool = False,
+               fast: bool = True) -> np.ndarray:
         """G on the landmark images of ``points`` ``(B, 68, 2)`` (crop px) -> ``(B, S, S, 3) uint8``.
 
-        Only G runs (no_grad, in chunks of ``batch_size``); ``psi`` comes from the person.
-        ``amp="bf16"`` autocasts; ``channels_last`` uses that memory format.
+        Only G runs (inference mode, in chunks of ``batch_size``); ``psi`` comes from the person.
+        ``amp``: ``"bf16"`` autocasts, ``"none"``/``"fp32"`` does not; None takes the animator's
+        ``precision``. ``channels_last`` uses that memory format. ``fast`` renders with a copy of G
+        whose spectral norms are folded into plain weights (:func:`fold_spectral_norm`: the same
+        function in eval mode, without recomputing ``W / sigma`` at every call).
         """
         gen = person.generator if person.generator is not None else self.generator
         gen.eval()
+        if fast:
+            gen = self._folded(gen)
         if channels_last:
             gen.to(memory_format=torch.channels_last)
+        bf16 = (self.precision if amp is None else amp) == "bf16"
         points = np.asarray(points, np.float32)
         out = []
         for i in range(0, len(points), batch_size):
@@ -283,10 +295,21 @@ class Animator:
                 y = y.contiguous(memory_format=torch.channels_last)
             psi = person.psi.to(self.device).expand(len(p), -1)  # (b, P)
             src = self.source_kwargs(gen, person, p)
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 fake = gen(y, psi=psi, **src)                        # (b, 3, S, S) in [-1, 1]
             out.append(to_uint8(fake.float()))
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+    def _folded(self, gen: torch.nn.Module) -> torch.nn.Module:
+        """``gen`` with spectral norm folded, cached per module and rebuilt when its weights change
+        (fine-tuning updates them in place, which bumps the tensors' version counters)."""
+        key = id(gen)
+        version = sum(int(t._version) for t in gen.state_dict().values())
+        hit = self._fold_cache.get(key)
+        if hit is None or hit[0] is not gen or hit[1] != version:
+            hit = (gen, version, fold_spectral_norm(gen))
+            self._fold_cache[key] = hit
+        return hit[2]
 
     def source_kwargs(self, gen: torch.nn.Module, person: Person, points: np.ndarray) -> dict:
         """What ``gen`` needs besides ``y`` to render ``points`` ``(B, 68, 2)`` of ``person``: the
@@ -347,6 +370,65 @@ class Animator:
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, out / "meta.json")
         return out
+
+
+# ---------------------------------------------------------------------- the fast path
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA with bf16 support, or a CPU with AVX-512 BF16
+    or AMX (read from /proc/cpuinfo; False where that cannot be read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str | None, device: torch.device | str) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16`, else ``"fp32"``; ``"fp32"``/``"bf16"`` as given."""
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def fold_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
+    """A frozen eval-mode copy of ``module`` whose spectral-norm parametrisations are replaced by the
+    weights they give in eval mode (``W / sigma`` with the stored power-iteration vectors): the same
+    function, one matrix norm fewer per layer and call."""
+    from torch.nn.utils import parametrize
+
+    folded = copy.deepcopy(module).eval()
+    # Each parametrised layer is swapped for a new plain one. (parametrize.remove_parametrizations
+    # on the copy would delete the property from the parametrised class, which the copy shares with
+    # the original module, and break the original.)
+    for name, sub in list(folded.named_modules()):
+        if not parametrize.is_parametrized(sub, "weight"):
+            continue
+        if isinstance(sub, torch.nn.Conv2d):
+            plain = torch.nn.Conv2d(sub.in_channels, sub.out_channels, sub.kernel_size, sub.stride, sub.padding,
+                                    sub.dilation, sub.groups, sub.bias is not None, sub.padding_mode)
+        elif isinstance(sub, torch.nn.Linear):
+            plain = torch.nn.Linear(sub.in_features, sub.out_features, sub.bias is not None)
+        else:
+            continue  # a layer type this fold does not know keeps its parametrisation
+        with torch.no_grad():
+            plain.weight.copy_(sub.weight)            # W / sigma, eval mode: no power iteration
+            if sub.bias is not None:
+                plain.bias.copy_(sub.bias)
+        plain.to(device=sub.weight.device, dtype=sub.weight.dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(folded.get_submodule(parent_name) if parent_name else folded, child, plain)
+    return folded.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------- compositing
@@ -496,7 +578,7 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
 
 def animate(animator: Animator, person: Person, driver: Driver, output: str | Path, *, detector=None,
             relative: bool = True, smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
-            batch_size: int = 8, amp: str = "none", channels_last: bool = False,
+            batch_size: int = 8, amp: str | None = None, channels_last: bool = False,
             reporter: Reporter | None = None) -> AnimateResult:
     """Animate ``person`` with ``driver`` into the video ``output`` (driver's fps, frame count, audio).
 

@@ -177,3 +177,32 @@ def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_pat
     S, K = cfg.model.image_size, cfg.train.k_shots
     cols = K + 3 + 2  # shots | landmarks | generated | real | warped | mask
     assert grid.shape[1] == cols * S + (cols - 1) * _GAP
+
+
+@pytest.mark.parametrize("generator", ["paper", "warp"])
+def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generator):
+    """Folded spectral norm + inference mode give the plain path's frames; bf16 stays within a few levels."""
+    from headpuppet.inference import Animator, fold_spectral_norm, resolve_precision
+    from headpuppet.models.blocks import has_spectral_norm
+    from tests.test_inference import TwoFaces, make_checkpoint, make_pm
+
+    ckpt = make_checkpoint(tmp_path, generator=generator, projection_sn=False)
+    animator = Animator.from_checkpoint(ckpt, pm=make_pm(), precision="fp32")
+    person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
+    pts = person.points + np.float32(1.5)
+    plain = animator.render(person, pts, fast=False).astype(int)
+    fast = animator.render(person, pts).astype(int)
+    assert np.abs(fast - plain).max() <= 1  # float rounding of W / sigma, not a different function
+    folded = fold_spectral_norm(animator.generator)
+    assert not any(has_spectral_norm(m) for m in folded.modules()) and any(
+        has_spectral_norm(m) for m in animator.generator.modules())
+    assert animator._folded(animator.generator) is animator._folded(animator.generator)  # cached
+    bf16 = animator.render(person, pts, amp="bf16").astype(int)
+    assert np.abs(bf16 - plain).mean() < 4 and np.abs(bf16 - plain).max() < 64
+    # fine-tuning changes the weights in place: the folded copy follows
+    with torch.no_grad():
+        animator.generator.out_conv.bias.add_(0.5)  # the last layer: no norm after it
+    assert np.abs(animator.render(person, pts).astype(int) - fast).max() > 0
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", "cpu")

@@ -102,9 +102,11 @@ class WarpGenerator(Generator):
             psi = self.project(e)
         if psi.shape != (y.shape[0], self.psi_dim):
             raise ValueError(f"psi must be {(y.shape[0], self.psi_dim)}, got {tuple(psi.shape)}")
-        warped, valid = self.warp_source(shots, shot_points, target_points, allowed)
-        warped, valid = warped.to(y.dtype), valid.to(y.dtype)
-        x = torch.cat([y, warped, valid], 1)                      # (B, 7, S, S)
+        # the warp and the final blend stay in float32 under autocast: bf16 would move the source's
+        # own pixels by up to 2 levels of 255 before the network has done anything
+        with torch.autocast(y.device.type, enabled=False):
+            warped, valid = self.warp_source(shots.float(), shot_points, target_points, allowed)
+        x = torch.cat([y, warped.to(y.dtype), valid.to(y.dtype)], 1)   # (B, 7, S, S)
         slices = iter(psi.split([m.num_adain_params for m in self._adain], dim=1))
 
         feats = self.encoder(x)                                   # S/2 ... bottleneck
@@ -121,8 +123,8 @@ class WarpGenerator(Generator):
         h = h + self.stem(x)                                      # (B, ch, S, S)
         h = F.relu(self.out_norm(h, next(slices)))
         out = self.out_conv(h)                                    # (B, 4, S, S)
-        rgb = torch.tanh(out[:, :3])
-        m = torch.sigmoid(out[:, 3:]) * valid                     # never trust pixels the warp invented
+        rgb = torch.tanh(out[:, :3].float())
+        m = torch.sigmoid(out[:, 3:].float()) * valid             # never trust pixels the warp invented
         image = m * warped + (1 - m) * rgb
         if return_parts:
             return {"image": image, "warped": warped, "mask": m, "generated": rgb}
