@@ -28,3 +28,12 @@ class NoFaceError(HeadpuppetError):
 
 class CheckpointError(HeadpuppetError):
     """A checkpoint is missing, broken, or from an incompatible version."""
+
+
+class Interrupted(HeadpuppetError):
+    """A run stopped early by a signal after saving its state; the CLI exits with ``exit_code``
+    (128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM), so scripts can tell it from a finish."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -200,16 +200,35 @@ def import_file(spec: WeightSpec, file: str | Path, dest: str | Path | None = No
     :class:`WeightsFormatError` when the converter cannot read the file.
     """
     file = Path(file).expanduser()
+    if file.is_dir():
+        raise WeightsError(f"{file} is a folder; give the downloaded weights file itself")
     if not file.is_file():
         raise WeightsError(f"{file}: no such file")
-    return _import(spec, file, sha256_file(file), dest, warn)
+    from .outputs import same_path
+
+    if same_path(file, weight_path(spec.name, dest)):
+        raise WeightsError(f"{file} is the converted {spec.name} weights themselves; import the published "
+                           f"original file ({spec.filename or 'see `headpuppet weights list`'})")
+    try:
+        digest = sha256_file(file)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {file} ({exc.strerror or type(exc).__name__})") from None
+    return _import(spec, file, digest, dest, warn)
 
 
 def _import(spec: WeightSpec, file: Path, digest: str, dest, warn) -> Path:
     from safetensors.torch import save_file
 
     check_sha256(spec, digest, file, warn)
-    state = spec.converter(str(file))
+    try:
+        state = spec.converter(str(file))
+    except WeightsError:
+        raise
+    except Exception as exc:  # e.g. a pickle weights_only=True refuses: one line, not a traceback
+        lines = str(exc).strip().splitlines()
+        raise WeightsFormatError(f"{file} cannot be converted to {spec.name} ({type(exc).__name__}"
+                                 f"{': ' + lines[0][:160] if lines else ''}); import the published "
+                                 f"{spec.filename or 'original file'}") from None
     if not isinstance(state, dict) or not state:
         raise WeightsFormatError(f"the converter of {spec.name} returned no tensors for {file}")
     state = {k: v.detach().contiguous() for k, v in state.items()}

@@ -49,18 +49,50 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Typer's own exceptions (exit, abort, and vendored click's usage errors): it reports them itself.
+_TYPER_OWN = (typer.Exit, typer.Abort) + tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def handle_errors(fn: Callable) -> Callable:
-    """Turn project errors into one line and a non-zero exit; Ctrl-C into exit 130."""
+    """Turn project errors into one line and a non-zero exit; Ctrl-C into exit 130.
+
+    Also the last line of defence: running out of memory, an operating-system error (disk full,
+    permission denied) or an unexpected exception is one line too (``-vv`` shows the traceback of
+    an unexpected one, which is a bug to report).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except _TYPER_OWN:
+            raise
         except HeadpuppetError as exc:
+            code = getattr(exc, "exit_code", 1)
+            if code != 1:  # stopped by a signal after saving: not an error, but not a finish either
+                err_console.print(escape(str(exc)), highlight=False, soft_wrap=True)
+                raise typer.Exit(code) from None
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
+        except MemoryError:
+            raise fail("out of memory; use smaller inputs or a smaller --batch-size") from None
+        except OSError as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            raise fail(f"{where}{exc.strerror or _one_line(str(exc)) or type(exc).__name__}") from None
+        except Exception as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))[:300]} (a bug: run again with "
+                       "-vv for the traceback and report it)") from None
 
     return wrapper
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,34 +23,20 @@ def check_writable(path: Path) -> None:
     """Fail now, before any work, when ``path`` cannot be written."""
     from ..errors import MediaError
     from ..imaging import is_video
+    from ..outputs import check_writable_file
 
     if path.is_dir():
         raise MediaError(f"{path} is a folder; give -o a file name such as out.mp4")
     if not is_video(path):
         raise MediaError(f"{path}: the output must be a video file name (.mp4, .mov, .mkv, ...)")
-    parent = path.parent if str(path.parent) else Path(".")
-    existing = parent
-    while not existing.exists():  # VideoWriter creates missing folders: check the first one that exists
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise MediaError(f"cannot write {path}: {existing} is not a writable folder; choose another -o")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise MediaError(f"cannot write {path}: the file exists and is read-only; choose another -o")
+    check_writable_file(path, "-o")
 
 
 def _default_device(device: str | None = None) -> str:
-    """``device`` checked (cpu, cuda, cuda:N), or cuda when available, else cpu."""
-    import torch
+    """``device`` checked (auto, cpu, cuda, cuda:N), or cuda when available, else cpu."""
+    from ..devices import resolve_device
 
-    from ..errors import HeadpuppetError
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise HeadpuppetError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HeadpuppetError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return device
+    return str(resolve_device(device))
 
 
 def register(app: typer.Typer, state) -> None:
@@ -88,6 +73,7 @@ def register(app: typer.Typer, state) -> None:
 
         from ..errors import MediaError
         from ..inference import Animator, animate as run_animate, default_checkpoint
+        from ..outputs import check_not_input
         from ..sources import is_person_dir, load_source_images, open_driver
 
         if len(paths) < 2:
@@ -95,6 +81,8 @@ def register(app: typer.Typer, state) -> None:
         *sources, driver_path = paths
         out = output or default_output(sources, driver_path)
         check_writable(out)                                   # before any work
+        check_not_input(out, [("source", s) for s in sources]
+                        + [("driver", driver_path), ("checkpoint", checkpoint)], "-o", inside=False)
         driver = open_driver(driver_path, fps=fps)            # unreadable driver: fail early too
         device = _default_device(device)
         reporter = RichReporter()

@@ -31,13 +31,25 @@ def register(app: typer.Typer, state) -> None:
         from ..errors import CheckpointError, MediaError
         from ..finetune import fine_tune_person
         from ..inference import Animator
-        from ..sources import load_source_images
+        from ..outputs import check_not_input, check_writable_dir
+        from ..sources import is_person_dir, load_source_images
+        from ..training.checkpoint import resolve
         from .animate import _default_device
 
         if out.exists() and not out.is_dir():
             raise MediaError(f"{out} is a file; --out must be a folder to write the person into")
         if not checkpoint.exists():
             raise CheckpointError(f"no checkpoint at {checkpoint}; pass a run or checkpoint folder")
+        inputs = [("checkpoint", checkpoint)] + [("source", s) for s in sources]
+        try:
+            inputs.append(("checkpoint", resolve(checkpoint)))  # the step folder a run folder names
+        except CheckpointError:
+            pass  # not a checkpoint: loading it below says so
+        check_not_input(out, inputs, "--out")
+        if out.is_dir() and any(out.iterdir()) and not is_person_dir(out):
+            raise MediaError(f"--out {out} is a folder that holds other files and is not a person folder; "
+                             "give a new folder (or an earlier person folder to replace)")
+        check_writable_dir(out, "--out")
         device = _default_device(device)
         reporter = RichReporter()
         t0 = time.perf_counter()

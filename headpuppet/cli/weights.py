@@ -27,6 +27,13 @@ def _warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
+def _check_dir(dest: Path | None) -> None:
+    """The weights folder must be writable before anything is read, checked or downloaded."""
+    from ..outputs import check_writable_dir
+
+    check_writable_dir(W.weights_dir(dest), "--dir" if dest is not None else f"${W.ENV} (or --dir)")
+
+
 def register(app: typer.Typer, state) -> None:
     weights_app = typer.Typer(
         help="Manage pretrained weights (VGG19, VGGFace, ...): list, import a file you downloaded, download.",
@@ -62,6 +69,7 @@ def register(app: typer.Typer, state) -> None:
                 dest: Path = dir_option) -> None:
         """Check the sha256 of a downloaded original file, convert it and store it as NAME.safetensors."""
         spec = W.get_spec(state.pm, name)
+        _check_dir(dest)
         with err_console.status(f"checking and converting {file}"):
             path = W.import_file(spec, file, dest, warn=_warn)
         console.print(f"{name}: saved {path}", highlight=False)
@@ -74,6 +82,7 @@ def register(app: typer.Typer, state) -> None:
                  dest: Path = dir_option) -> None:
         """Download the published file, check its sha256, convert it and store it as NAME.safetensors."""
         spec = W.get_spec(state.pm, name)
+        _check_dir(dest)
         progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=err_console, transient=False)
         with progress:

@@ -1,0 +1,50 @@
+"""One resolver for every ``--device`` option (animate, fine-tune, evaluate, meta-train).
+
+``auto`` (or nothing) picks ``cuda:<local_rank>`` when torch sees a CUDA device, else the CPU;
+``cpu``, ``cuda`` and ``cuda:N`` are checked against what this machine has. Anything else, or a
+CUDA device that is not there, is a one-line :class:`~headpuppet.errors.HeadpuppetError`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import HeadpuppetError
+
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")
+
+
+class DeviceError(HeadpuppetError):
+    """A ``--device`` value that is not a device, or a device this machine does not have."""
+
+
+def resolve_device(device=None, local_rank: int = 0):
+    """``device`` as a checked :class:`torch.device`.
+
+    Args:
+        device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or a ``torch.device``.
+        local_rank: the GPU ``auto`` and a bare ``cuda`` mean (``torchrun``'s ``LOCAL_RANK``).
+
+    Raises:
+        DeviceError: unknown string, or CUDA asked for where torch sees none (or not that many).
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    m = _CUDA.match(text)
+    if m is None:
+        raise DeviceError(f"--device must be cpu or cuda (or cuda:N, or auto), got {device!r}")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {device} was asked for but no CUDA device is available "
+                          "(torch sees none); use --device cpu")
+    index = int(m.group(1)) if m.group(1) is not None else local_rank
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise DeviceError(f"--device {device}: this machine has {count} CUDA device(s), numbered from 0")
+    return torch.device(f"cuda:{index}")
