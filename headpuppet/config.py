@@ -166,7 +166,54 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def from_dict(data: dict) -> Config:
-    return _from_dict(Config, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of keys, got {type(data).__name__}")
+    cfg = _from_dict(Config, data)
+    check_ranges(cfg)
+    return cfg
+
+
+# (section.key, lowest allowed, upper bound (excluded) or None, lowest excluded too?)
+_RANGES = [
+    ("model.image_size", 8, None, False), ("model.ch", 1, None, False), ("model.max_ch", 1, None, False),
+    ("model.emb_dim", 1, None, False), ("model.gen_bottleneck", 1, None, False),
+    ("model.gen_res_blocks", 0, None, False), ("model.disc_scales", 1, None, False),
+    ("loss.adv", 0, None, False), ("loss.fm", 0, None, False), ("loss.mch", 0, None, False),
+    ("train.steps", 1, None, False), ("train.batch_size", 1, None, False), ("train.k_shots", 1, None, False),
+    ("train.lr_g", 0, None, True), ("train.lr_d", 0, None, True), ("train.ema", 0, 1, False),
+    ("train.num_workers", 0, None, False), ("train.log_every", 1, None, False),
+    ("train.sample_every", 0, None, False), ("train.checkpoint_every", 0, None, False),
+    ("train.keep_checkpoints", 0, None, False), ("train.seed", 0, None, False),
+    ("finetune.steps", 0, None, False), ("finetune.batch_size", 1, None, False),
+    ("finetune.lr_g", 0, None, True), ("finetune.lr_d", 0, None, True), ("finetune.preview_every", 0, None, False),
+]
+
+
+def check_ranges(cfg: Config) -> None:
+    """Numbers outside their meaningful range (``train.steps=-5``, a NaN learning rate) are a
+    :class:`ConfigError` naming the key, before anything is built or written."""
+    import math
+
+    def bad(key: str, value: Any, what: str) -> ConfigError:
+        return ConfigError(f"config key '{key}' must be {what}, got {value!r}")
+
+    for key, lo, hi, open_lo in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not math.isfinite(value):
+            raise bad(key, value, "a finite number")
+        if (value <= lo) if open_lo else (value < lo):
+            raise bad(key, value, f"{'greater than' if open_lo else 'at least'} {lo}")
+        if hi is not None and value >= hi:
+            raise bad(key, value, f"below {hi}")
+    for key, weights in (("loss.perceptual", cfg.loss.perceptual),):
+        for name, w in weights.items():
+            if not math.isfinite(w) or w < 0:
+                raise bad(f"{key}.{name}", w, "a finite weight of at least 0")
+    if len(cfg.train.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.train.betas):
+        raise bad("train.betas", cfg.train.betas, "two numbers in [0, 1)")
+    if cfg.train.amp not in ("none", "bf16", "fp32", ""):
+        raise bad("train.amp", cfg.train.amp, "none or bf16")
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -180,8 +227,16 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a YAML file of config keys")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file; give a YAML file of config keys") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
