@@ -54,6 +54,14 @@ def resolve_config(preset: str | None, config_file: str | None, sets: list[str],
     return cfg
 
 
+def _check_ema(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and 0 <= value < 1):
+        raise typer.BadParameter(f"{value} is not a decay in [0, 1) (e.g. 0.999; 0 turns it off)")
+    return value
+
+
 def register(app: typer.Typer, state) -> None:
     @app.command("meta-train", rich_help_panel="Pipeline")
     @handle_errors
@@ -63,21 +71,21 @@ def register(app: typer.Typer, state) -> None:
         preset: str = typer.Option(None, "--preset", help=_PRESETS_HELP + " Default paper-256."),
         config: str = typer.Option(None, "--config", help="YAML file of config keys, applied over the preset."),
         set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set loss.fm=5 (repeatable)."),
-        steps: int = typer.Option(None, "--steps", help="Total training steps of the run (train.steps)."),
+        steps: int = typer.Option(None, "--steps", min=1, help="Total training steps of the run (train.steps)."),
         out: Path = typer.Option(Path("runs"), "--out", help="Parent folder of numbered run folders."),
         resume: str = typer.Option(None, "--resume", help="Continue a run folder (its latest checkpoint) "
                                                           "or a checkpoint folder."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        batch_size: int = typer.Option(None, "--batch-size", help="Episodes per step per process."),
-        k_shots: int = typer.Option(None, "--k-shots", help="Frames per episode for the embedder (K)."),
+        batch_size: int = typer.Option(None, "--batch-size", min=1, help="Episodes per step per process."),
+        k_shots: int = typer.Option(None, "--k-shots", min=1, help="Frames per episode for the embedder (K)."),
         amp: str = typer.Option(None, "--amp", help="Mixed precision: none or bf16 (autocast)."),
         channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
                                            help="channels_last memory format (GPU)."),
-        ema: float = typer.Option(None, "--ema", help="Keep a moving average of G's weights with this decay "
+        ema: float = typer.Option(None, "--ema", callback=_check_ema, help="Keep a moving average of G's weights with this decay "
                                                       "(e.g. 0.999); 0 turns it off."),
-        seed: int = typer.Option(None, "--seed", help="Seed of initial weights and data order."),
-        workers: int = typer.Option(None, "--workers", help="DataLoader worker processes per rank."),
-        max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps of this "
+        seed: int = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Seed of initial weights and data order."),
+        workers: int = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per rank."),
+        max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps of this "
                                                                 "invocation (resume later)."),
     ) -> None:
         """Meta-learn embedder, generator and discriminator on a preprocessed dataset.
@@ -85,18 +93,25 @@ def register(app: typer.Typer, state) -> None:
         Writes runs/NNNNN-<preset>-k<K>/ with config.yaml, stats.jsonl, samples/ and checkpoints/.
         Ctrl-C saves a checkpoint; continue with --resume.
         """
+        from ..devices import resolve_device
+        from ..outputs import check_not_input, check_writable_dir
         from ..training.distributed import env_world
         from ..training.loop import meta_train
 
         if amp is not None and amp not in ("none", "bf16"):
             raise typer.BadParameter("must be none or bf16", param_hint="--amp")
+        resolve_device(device, env_world()[2])  # an unknown or absent device: one line, before any work
         flags = {"train.steps": steps, "train.batch_size": batch_size, "train.k_shots": k_shots,
                  "train.amp": amp, "train.channels_last": channels_last, "train.ema": ema,
                  "train.seed": seed, "train.num_workers": workers}
         cfg = resolve_config(preset, config, set_, flags, resume)
         rank = env_world()[0]
+        if rank == 0:
+            written = Path(resume) if resume is not None and (Path(resume) / "checkpoints").is_dir() else out
+            check_not_input(written, [("dataset", data), ("config file", config)], "--out", contains=False)
+            check_writable_dir(written, "--out" if written == out else "--resume")
         reporter = RichReporter(disable=rank != 0)
         run = meta_train(cfg, data, out_root=out, pm=state.pm, resume=resume, reporter=reporter,
-                         device=device, max_steps=max_steps)
+                         device=device, max_steps=max_steps, raise_on_stop=True)
         if rank == 0:
             typer.echo(f"run folder: {run}")

@@ -50,6 +50,23 @@ def _how_to_make(root: Path) -> str:
 # ----------------------------------------------------------------------------------------- reader
 
 
+def _load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 ``.npy`` array of ``shape``; pickled objects are refused (loading them can run code)."""
+    redo = f"delete {path.parent} and re-run preprocess to redo that video"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError(f"{path} holds pickled Python objects, which are refused as unsafe; {redo}") from None
+        raise DatasetError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:120]}); {redo}") from None
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: unreadable ({type(exc).__name__}); {redo}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu" or tuple(arr.shape) != tuple(shape):
+        raise DatasetError(f"{path} holds {getattr(arr, 'dtype', '?')} {tuple(getattr(arr, 'shape', ()))}, "
+                           f"expected numbers of shape {tuple(shape)}; {redo}")
+    return arr.astype(np.float32, copy=False)
+
+
 @dataclass
 class VideoRecord:
     """One complete video of the dataset. Arrays are loaded lazily and cached.
@@ -97,7 +114,7 @@ class VideoRecord:
     def landmarks(self) -> np.ndarray:
         """``(T, 68, 2) float32`` landmark pixels in the crop."""
         if self._landmarks is None:
-            self._landmarks = np.load(self.path / "landmarks.npy").astype(np.float32, copy=False)
+            self._landmarks = _load_array(self.path / "landmarks.npy", (self.num_frames, 68, 2))
         return self._landmarks
 
     @property
@@ -106,7 +123,7 @@ class VideoRecord:
         if not self.has_iris:
             return None
         if self._iris is None:
-            self._iris = np.load(self.path / "iris.npy").astype(np.float32, copy=False)
+            self._iris = _load_array(self.path / "iris.npy", (self.num_frames, 2, 3))
         return self._iris
 
     def frame_path(self, i: int) -> Path:
@@ -229,7 +246,7 @@ def open_dataset(root: str | Path, require_videos: bool = True) -> DatasetIndex:
                 continue
             try:
                 videos.append(VideoRecord.load(folder))
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise DatasetError(f"{folder / META_JSON}: unreadable ({type(exc).__name__}); delete that "
                                    f"video folder and re-run preprocess to redo it") from None
     if require_videos and not videos:

@@ -208,7 +208,7 @@ def resolve(path: str | Path) -> Path:
     for root in (p / "checkpoints", p):
         latest = root / LATEST
         if latest.exists():
-            target = root / latest.read_text().strip()
+            target = root / _read_latest(latest)
             if not (target / "meta.json").exists():
                 raise CheckpointError(f"{latest} points at {target.name}, which is missing or incomplete; "
                                       f"pass a step folder under {root} instead")
@@ -217,20 +217,77 @@ def resolve(path: str | Path) -> Path:
                           "(no checkpoints/latest); pass runs/NNNNN-... or its checkpoints/step-NNNNNNN")
 
 
-def read_meta(path: str | Path) -> tuple[Path, dict]:
-    """``(checkpoint folder, meta.json)`` with the format and version checked."""
-    folder = resolve(path)
+def _read_latest(latest: Path) -> str:
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        name = latest.read_text(encoding="utf-8").strip()
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder}/meta.json is unreadable ({type(exc).__name__}); the checkpoint "
-                              "is broken, use an earlier one") from None
+        raise CheckpointError(f"{latest} is unreadable ({type(exc).__name__}); pass a step folder under "
+                              f"{latest.parent} instead") from None
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise CheckpointError(f"{latest} does not name a step folder; pass one under {latest.parent} instead")
+    return name
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_meta(folder: Path, meta: Any) -> dict:
+    """``meta`` (a parsed meta.json) with its type and every field's type checked: a one-line
+    :class:`CheckpointError` for a broken or foreign one, never a ``TypeError`` later."""
+    broken = "the checkpoint is broken, use an earlier one"
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder}/meta.json holds a JSON {type(meta).__name__}, not a checkpoint's "
+                              f"metadata object; {broken}")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{folder} is not a headpuppet checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{folder} has checkpoint version {meta.get('version')}, this headpuppet reads "
+        raise CheckpointError(f"{folder} has checkpoint version {meta.get('version')!r}, this headpuppet reads "
                               f"version {VERSION}; use a matching headpuppet release")
-    return folder, meta
+    checks = (("step", lambda v: _is_int(v) and v >= 0, "a step number"),
+              ("config", lambda v: isinstance(v, dict), "a config mapping"),
+              ("num_videos", lambda v: _is_int(v) and v >= 1, "a positive count"),
+              ("networks", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+              ("plugins", lambda v: isinstance(v, dict), "a mapping"),
+              ("dataset", lambda v: v is None or isinstance(v, str), "a path"))
+    for key, ok, what in checks:
+        if key in ("step", "config") and key not in meta:
+            raise CheckpointError(f"{folder}/meta.json has no '{key}'; {broken}")
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{folder}/meta.json: '{key}' must be {what}, got {meta[key]!r:.60}; {broken}")
+    return meta
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict]:
+    """``(checkpoint folder, meta.json)`` with the format, version and field types checked."""
+    folder = resolve(path)
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/meta.json is unreadable ({type(exc).__name__}); the checkpoint "
+                              "is broken, use an earlier one") from None
+    return folder, check_meta(folder, meta)
+
+
+def resume_candidates(path: str | Path) -> list[Path]:
+    """Checkpoint folders to resume ``path`` from, best first.
+
+    A checkpoint folder named directly is the only candidate. For a run (or ``checkpoints``)
+    folder: the step ``latest`` names, then its other step folders newest first, so a damaged
+    latest checkpoint falls back to the previous one.
+    """
+    p = Path(path)
+    if (p / "meta.json").exists():
+        return [p]
+    for root in (p / "checkpoints", p):
+        steps = sorted((q for q in root.glob("step-*") if q.is_dir()), reverse=True) if root.is_dir() else []
+        if (root / LATEST).exists() or steps:
+            try:
+                first = [root / _read_latest(root / LATEST)]
+            except CheckpointError:
+                first = []
+            return list(dict.fromkeys(first + steps))
+    return [p]
 
 
 def _load_into(module: torch.nn.Module, file: Path) -> None:

@@ -48,18 +48,11 @@ class DistInfo:
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``"auto"``/``None`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU."""
-    from ..errors import ConfigError
+    """``"auto"``/``None`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU (see
+    :func:`headpuppet.devices.resolve_device`: one checked resolver for every command)."""
+    from ..devices import resolve_device as _resolve
 
-    if device is None or str(device) == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    return dev
+    return _resolve(device, local_rank)
 
 
 def env_world() -> tuple[int, int, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import multiprocessing
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, to_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, HeadpuppetError, Interrupted
 from ..progress import NULL, Reporter
 from . import checkpoint as ckpt
 from .distributed import (DistInfo, EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed,
@@ -101,6 +102,87 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def _reason(exc: BaseException) -> str:
+    """A short reason from a one-line error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker (PyTorch puts
+    the worker's whole traceback into the message)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = type(exc).__name__
+    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
+def _fetch(it):
+    """``next(it)``; a project error from a worker keeps its one-line message."""
+    try:
+        return next(it)
+    except HeadpuppetError as exc:
+        msg = _worker_message(exc)
+        if msg == str(exc):
+            raise
+        raise type(exc)(msg) from None
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+@contextmanager
+def _one_line_failures(trainer: "MetaTrainer"):
+    """Running out of memory mid-run is one line naming the fix, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        tc = trainer.cfg.train
+        raise HeadpuppetError(f"out of memory at step {trainer.step} with batch size {tc.batch_size}, "
+                              f"K={tc.k_shots}, {trainer.cfg.model.image_size}px on {trainer.device}; "
+                              "lower --batch-size (or --k-shots)") from None
+
+
+def _end_workers(before: set) -> None:
+    """End the worker processes started since ``before`` that are still alive. They ignore
+    SIGINT/SIGTERM (see :func:`_worker_ignores_signals`), so the interpreter's exit handler, which
+    terminates then joins them, would wait forever; a kill is the last resort."""
+    for proc in set(multiprocessing.active_children()) - before:
+        proc.join(timeout=2.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5.0)
+
+
+def _check_batch_memory(cfg: Config) -> None:
+    """Refuse a batch that cannot fit in this machine's memory (one line) before anything is built:
+    an absurd ``--batch-size`` would otherwise exhaust memory building its sampler and batches."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    tc, s = cfg.train, cfg.model.image_size
+    # frames + landmark images of K shots and one target, float32, as collated (the networks need more)
+    need = tc.batch_size * (tc.k_shots + 1) * 2 * 3 * s * s * 4
+    if need > total:
+        raise ConfigError(f"train.batch_size {tc.batch_size} needs {need / 2**30:.0f} GiB for one batch of "
+                          f"{s}px episodes (K={tc.k_shots}), more than this machine's "
+                          f"{total / 2**30:.0f} GiB of memory; lower --batch-size")
+
+
 class MetaTrainer:
     """Meta-learning on one dataset; :func:`meta_train` is the one-call form.
 
@@ -127,7 +209,9 @@ class MetaTrainer:
 
             pm = make_plugin_manager()
         self.pm = pm
-        self.resume_folder, resume_meta = (ckpt.read_meta(resume) if resume is not None else (None, None))
+        self._notes: list[str] = []  # said once the reporter exists
+        self._candidates: list[Path] = []
+        self.resume_folder, resume_meta = self._pick_resume(resume) if resume is not None else (None, None)
         self.loss_changes: list[str] = []
         if resume_meta is not None:
             saved = from_dict(resume_meta["config"])
@@ -141,9 +225,10 @@ class MetaTrainer:
         self.reporter = (reporter or NULL) if self.dist.is_main else NULL
         tc = cfg.train
         if tc.batch_size < 1:
-            from ..errors import ConfigError
-
             raise ConfigError(f"train.batch_size must be at least 1, got {tc.batch_size}")
+        _check_batch_memory(cfg)
+        for note in self._notes:
+            self.reporter.warn(note)
         self.autocast = autocast_for(self.device, tc.amp)
         torch.set_float32_matmul_precision("high")
 
@@ -224,8 +309,51 @@ class MetaTrainer:
         a, b = to_dict(cfg.loss), to_dict(saved.loss)
         return [f"loss.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
+    def _pick_resume(self, resume) -> tuple[Path, dict]:
+        """The first readable checkpoint of :func:`ckpt.resume_candidates` (a damaged latest one
+        falls back to the previous, said in one line)."""
+        self._candidates = ckpt.resume_candidates(resume)
+        errors: list[tuple[Path, CheckpointError]] = []
+        for folder in self._candidates:
+            try:
+                found, meta = ckpt.read_meta(folder)
+            except CheckpointError as exc:
+                errors.append((folder, exc))
+                continue
+            if errors:
+                bad, exc = errors[0]
+                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                self._notes.append(f"{bad.name}{more} cannot be resumed ({_reason(exc)}); "
+                                   f"resuming from {found.name} instead")
+            return found, meta
+        raise errors[0][1]
+
     def _load_resume(self) -> None:
-        folder = self.resume_folder
+        """Weights, optimisers and RNG of the resume checkpoint; a damaged one falls back to the
+        previous checkpoint of the run (same model and dataset), said in one line."""
+        later = self._candidates[self._candidates.index(self.resume_folder) + 1:] \
+            if self.resume_folder in self._candidates else []
+        while True:
+            try:
+                return self._load_resume_from(self.resume_folder)
+            except CheckpointError as exc:
+                nxt = None
+                while later and nxt is None:
+                    cand = later.pop(0)
+                    try:
+                        _, meta = ckpt.read_meta(cand)
+                        self._resume_config(self.cfg, from_dict(meta["config"]))
+                    except (CheckpointError, ConfigError):
+                        continue
+                    if int(meta.get("num_videos", -1)) == self.data.num_videos:
+                        nxt = cand
+                if nxt is None:
+                    raise
+                self.reporter.warn(f"{self.resume_folder.name} is damaged ({_reason(exc)}); "
+                                   f"resuming from {nxt.name} instead")
+                self.resume_folder = nxt
+
+    def _load_resume_from(self, folder: Path) -> None:
         has_ema = (folder / "generator_ema.safetensors").exists()
         ckpt.load_networks_into(folder, {"embedder": self.raw.embedder, "generator": self.raw.generator,
                                          "discriminator": self.raw.discriminator,
@@ -233,8 +361,13 @@ class MetaTrainer:
         if self.ema is not None and not has_ema:
             self.ema.load_state_dict(self.raw.generator.state_dict())  # EMA newly switched on
         state = ckpt.load_state(folder)
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        try:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            int(state["step"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{folder}/state.pt does not fit this run ({type(exc).__name__}); "
+                                  "the checkpoint is broken") from None
         for opt, lr in ((self.opt_g, self.cfg.train.lr_g), (self.opt_d, self.cfg.train.lr_d)):
             for group in opt.param_groups:  # the config may change the learning rates on resume
                 group["lr"] = lr
@@ -368,13 +501,14 @@ class MetaTrainer:
         for _, m in self.raw.items():
             m.train()
         it = None
+        children = set(multiprocessing.active_children())
         try:
-            with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task:
+            with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task, _one_line_failures(self):
                 task.update(completed=self.step)
                 it = iter(loader)
                 while self.step < end:
                     t0 = time.perf_counter()
-                    batch = self._to_device(next(it))
+                    batch = self._to_device(_fetch(it))
                     d = discriminator_step(self.nets, batch, self.opt_d, self.cfg, autocast=self.autocast)
                     g = generator_step(self.nets, batch, self.opt_g, self.content_loss, self.cfg,
                                        autocast=self.autocast)
@@ -418,7 +552,9 @@ class MetaTrainer:
             if shutdown is not None:
                 shutdown()
             del it, loader
+            _end_workers(children)  # any left (e.g. iter() failed after starting them): end them
         self.stopped = stop.set
+        self.stop_reason = stop.reason
         return self.run_dir
 
     def _log(self, acc: dict, n: int, t: float, samples_per_step: int) -> None:
@@ -437,15 +573,24 @@ class MetaTrainer:
 
 
 def meta_train(cfg: Config | None, data_root, out_root="runs", pm=None, resume=None,
-               reporter: Reporter | None = None, device=None, max_steps: int | None = None) -> Path:
+               reporter: Reporter | None = None, device=None, max_steps: int | None = None,
+               raise_on_stop: bool = False) -> Path:
     """Meta-learn E, G, D on the dataset at ``data_root``; returns the run folder.
 
     ``max_steps`` stops after that many steps of this call (the run can be resumed later);
-    ``cfg.train.steps`` is the run's total. See :class:`MetaTrainer` for the other arguments.
+    ``cfg.train.steps`` is the run's total. With ``raise_on_stop`` a run stopped by SIGINT/SIGTERM
+    (checkpoint saved) raises :class:`~headpuppet.errors.Interrupted` (exit code 130 / 143 at the
+    CLI) instead of returning as if finished. See :class:`MetaTrainer` for the other arguments.
     """
     trainer = MetaTrainer(cfg, data_root, out_root=out_root, pm=pm, resume=resume, reporter=reporter,
                           device=device)
     try:
-        return trainer.run(max_steps=max_steps)
+        run = trainer.run(max_steps=max_steps)
     finally:
         trainer.close()
+    if raise_on_stop and trainer.stopped:
+        reason = trainer.stop_reason or "SIGINT"
+        code = 128 + int(getattr(signal, reason, signal.SIGINT))
+        raise Interrupted(f"stopped by {reason} at step {trainer.step} (checkpoint saved); continue with "
+                          f"`headpuppet meta-train --resume {run}`", exit_code=code)
+    return run

@@ -42,11 +42,11 @@ class StatsWriter:
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run re-does the steps after its checkpoint)."""
+        """Drop records past ``step`` (a resumed run re-does the steps after its checkpoint), and any
+        line a crash left half-written."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = [json.dumps(rec) for rec in _records(self.path) if _step_of(rec) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in keep))
         os.replace(tmp, self.path)
@@ -56,8 +56,29 @@ class StatsWriter:
             f.write(json.dumps(record) + "\n")
 
 
+def _records(path: Path) -> list[dict]:
+    """The JSON objects of a stats file; lines that do not parse (a crash mid-write) are skipped."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _step_of(rec: dict) -> float:
+    try:
+        return float(rec.get("step", 0))
+    except (TypeError, ValueError):
+        return float("inf")  # no usable step: dropped on truncation
+
+
 def read_stats(path: str | Path) -> list[dict]:
+    """Every record of ``stats.jsonl`` (a half-written last line is skipped)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _records(path)
