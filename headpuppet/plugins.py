@@ -7,7 +7,10 @@ registered there exactly as a third party's are), then any ``*.py`` files of ``p
 plugin that fails to import or register is reported once (``manager.failures``) and skipped.
 
 ``registry(pm, kind)`` collects one kind of component into a :class:`Registry` that remembers which
-plugin registered each name and fails, naming both plugins, on a duplicate.
+plugin registered each name. On a duplicate name the project's own plugin wins: the other
+plugin's component is skipped, said once in one line naming it (``manager.failures``). Two
+third-party plugins claiming one name both lose it: using that name fails, naming both; everything
+else keeps working.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ log = logging.getLogger(__name__)
 
 GROUP = "headpuppet"
 DISABLE_ENV = "HEADPUPPET_DISABLE_PLUGINS"
+#: distributions whose plugins are the project's own (their names win a clash)
+FIRST_PARTY = {"headpuppet", "headpuppet-dlib-detector"}
+
+
+def is_first_party(distribution: str | None) -> bool:
+    return distribution is not None and distribution.lower().replace("_", "-") in FIRST_PARTY
 
 #: hook name for each registry kind (``headpuppet plugins`` shows the kind)
 HOOKS = {
@@ -65,22 +74,43 @@ class Entry:
             raise PluginError(f"{self.kind} '{self.name}' is unavailable: {self.unavailable}")
         return self.factory(*args, **kwargs)
 
+    @property
+    def first_party(self) -> bool:
+        return is_first_party(self.distribution)
+
 
 class Registry:
-    """Name -> :class:`Entry` for one kind of component."""
+    """Name -> :class:`Entry` for one kind of component.
 
-    def __init__(self, kind: str):
+    Args:
+        kind: the registry kind (``landmarks``, ...).
+        on_clash: ``(plugin, reason)`` called once for a component skipped because its name is taken.
+    """
+
+    def __init__(self, kind: str, on_clash: Callable[[str, str], None] | None = None):
         self.kind = kind
         self.entries: dict[str, Entry] = {}
+        self.on_clash = on_clash or (lambda plugin, reason: log.warning("plugin %s %s", plugin, reason))
 
     def add(self, entry: Entry) -> None:
         old = self.entries.get(entry.name)
-        if old is not None:
-            raise PluginError(
-                f"{self.kind} name '{entry.name}' is registered by two plugins, '{old.plugin}' and "
-                f"'{entry.plugin}'; uninstall one or block it with {DISABLE_ENV}={entry.plugin}"
-            )
-        self.entries[entry.name] = entry
+        if old is None:
+            self.entries[entry.name] = entry
+            return
+        if old.first_party != entry.first_party:  # the project's own name wins
+            own, other = (old, entry) if old.first_party else (entry, old)
+            self.entries[entry.name] = own
+            self.on_clash(other.plugin, f"registers {self.kind} '{entry.name}', a name of headpuppet's own "
+                                        f"plugin '{own.plugin}'; its '{entry.name}' was skipped (rename it in "
+                                        f"'{other.plugin}' or block it with {DISABLE_ENV}={other.plugin})")
+            return
+        plugins = f"'{old.plugin}' and '{entry.plugin}'"
+        reason = (f"{self.kind} name '{entry.name}' is registered by two plugins, {plugins}; uninstall one "
+                  f"or block it with {DISABLE_ENV}={entry.plugin}")
+        self.entries[entry.name] = Entry(entry.name, self.kind, None, f"{old.plugin}, {entry.plugin}", None,
+                                         None, unavailable=reason)
+        self.on_clash(entry.plugin, f"clashes with '{old.plugin}': both register {self.kind} '{entry.name}', "
+                                    f"so neither is used; block one with {DISABLE_ENV}")
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -131,12 +161,20 @@ def make_plugin_manager(load_entrypoints: bool = True, plugins_dir: str | Path |
         pm.set_blocked(name)
 
     if load_entrypoints:
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else None
+        def _dist(e):
+            return e.dist.name if e.dist is not None else None
+
+        # the project's own plugins first: a third party's entry point of the same name cannot shadow them
+        for ep in sorted(entry_points(group=GROUP), key=lambda e: (not is_first_party(_dist(e)), e.name)):
+            dist = _dist(ep)
             if ep.name in blocked or (dist and dist in blocked) or pm.is_blocked(ep.name):
                 continue
             if pm.has_plugin(ep.name):
-                continue  # the same distribution seen twice on sys.path
+                first = pm.info.get(ep.name)
+                if first is not None and first.distribution != dist:
+                    _fail(pm, ep.name, f"of {dist or 'an unknown distribution'} has the name of the plugin "
+                                       f"'{ep.name}' of {first.distribution}; rename its entry point")
+                continue  # else the same distribution seen twice on sys.path
             try:
                 module = ep.load()
                 pm.register(module, name=ep.name)
@@ -169,9 +207,9 @@ def make_plugin_manager(load_entrypoints: bool = True, plugins_dir: str | Path |
     return pm
 
 
-def _fail(pm: pluggy.PluginManager, name: str, reason: str) -> None:
+def _fail(pm: pluggy.PluginManager, name: str, reason: str, skipped: bool = True) -> None:
     pm.failures.append((name, reason))
-    log.warning("plugin %s %s; skipped", name, reason)
+    log.warning("plugin %s %s%s", name, reason, "; skipped" if skipped else "")
 
 
 def _plugin_info(pm: pluggy.PluginManager, plugin_name: str) -> PluginInfo:
@@ -185,7 +223,7 @@ def registry(pm: pluggy.PluginManager, kind: str) -> Registry:
         return cache[kind]
     if kind not in HOOKS:
         raise ValueError(f"unknown registry kind {kind!r}; one of {sorted(HOOKS)}")
-    reg = Registry(kind)
+    reg = Registry(kind, on_clash=lambda plugin, reason: _fail(pm, plugin, reason, skipped=False))
     hook = getattr(pm.hook, HOOKS[kind])
     for impl in hook.get_hookimpls():
         info = _plugin_info(pm, impl.plugin_name)

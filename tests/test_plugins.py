@@ -103,11 +103,16 @@ def test_plugin_that_fails_while_registering_is_skipped():
 
 
 def test_duplicate_names_fail_naming_both_plugins():
+    """Two third-party plugins claiming one name: that name fails when used, naming both; the
+    registry itself (every other name) keeps working."""
     pm = make_plugin_manager(load_entrypoints=False,
-                             extra_plugins=[("first", _detector_plugin("same")), ("second", _detector_plugin("same"))])
+                             extra_plugins=[("first", _detector_plugin("same")), ("second", _detector_plugin("same")),
+                                            ("third", _detector_plugin("other"))])
+    reg = registry(pm, "landmarks")
     with pytest.raises(PluginError) as err:
-        registry(pm, "landmarks")
+        reg.create("same")
     assert "first" in str(err.value) and "second" in str(err.value) and "'same'" in str(err.value)
+    assert "other" in reg and any("same" in reason for _, reason in pm.failures)
 
 
 def test_blocked_by_environment(monkeypatch):
