@@ -25,18 +25,63 @@ def is_video(path: str | Path) -> bool:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8 RGB`` (EXIF orientation applied, alpha dropped)."""
+    """Read an image file as ``(H, W, 3) uint8 RGB``, whatever it holds.
+
+    EXIF orientation is applied; grayscale is repeated over the channels; 16-bit and 32-bit
+    samples are scaled to 8 bits (not clipped, which made a 16-bit PNG all white); transparency
+    is composited over white; CMYK (and palette, YCbCr, LAB) images are converted to RGB, through
+    their embedded ICC profile where they carry one.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not an image file")
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+            im.load()
+            return _to_rgb8(ImageOps.exif_transpose(im) or im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def _to_rgb8(im) -> np.ndarray:
+    """A PIL image in any mode -> ``(H, W, 3) uint8 RGB``."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16") or (mode == "I" and a.size and a.min() >= 0 and a.max() <= 65535
+                                        and im.format in ("PNG", "TIFF") and a.max() > 255):
+            a = a / 257.0                                     # 16-bit samples
+        elif mode == "F" and a.size and np.nanmax(a) <= 1.0:
+            a = a * 255.0                                     # float in [0, 1]
+        elif a.size and np.nanmax(a) > 255:
+            a = a * (255.0 / np.nanmax(a))                    # anything wider: its own range
+        g = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "CMYK" and im.info.get("icc_profile"):
+        try:
+            import io
+
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
+            return np.asarray(ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"),
+                                                        outputMode="RGB")).copy()
+        except Exception:  # a broken profile: PIL's plain conversion below
+            pass
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return np.asarray(im.convert("RGB")).copy()
 
 
 def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:

@@ -57,11 +57,21 @@ class VideoInfo:
 
 _RE_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _RE_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
-_RE_SIZE = re.compile(r"[, ](\d{2,5})x(\d{2,5})[, \[]")
+_RE_SIZE = re.compile(r"[, ](\d{1,5})x(\d{1,5})(?=[, \[]|$)")
 _RE_FPS = re.compile(r"([\d.]+)\s*fps")
 _RE_TBR = re.compile(r"([\d.]+k?)\s*tbr")
 _RE_ROTATE = re.compile(r"(?:rotate\s*:\s*|rotation of\s*)(-?[\d.]+)")
 _RE_FRAME = re.compile(r"frame=\s*(\d+)")
+
+
+def _arg(path: str | Path) -> str:
+    """A path as ffmpeg must get it: absolute, so a name starting with ``-`` is never read as an
+    option and one with a ``:`` never as a protocol (``-out/x.mp4``, ``http:x.mp4``)."""
+    return os.path.abspath(os.fspath(path))
+
+
+# ffmpeg's frame counters are int; a bigger -frames:v makes it refuse the whole command
+_MAX_FRAMES_ARG = 2**31 - 1
 
 
 def _check_file(path: Path) -> None:
@@ -83,7 +93,7 @@ def probe(path: str | Path) -> VideoInfo:
     """
     path = Path(path)
     _check_file(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _arg(path), "-map", "0:v:0", "-c", "copy",
            "-f", "null", "-"]
     try:
         res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
@@ -142,12 +152,14 @@ def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None)
         return
     out: list[str] = []
     if every > 1:
-        # passthrough keeps ffmpeg from duplicating frames to fill the gaps the select leaves
-        out += ["-vf", f"select=not(mod(n\\,{every}))", "-fps_mode", "passthrough"]
-    if max_frames is not None:
+        out += ["-vf", f"select=not(mod(n\\,{every}))"]
+    # passthrough: every decoded frame exactly once. Without it ffmpeg resamples to a constant rate
+    # (a variable-frame-rate video at its 'tbr' came out 3x longer) or fills the gaps select leaves.
+    out += ["-fps_mode", "passthrough"]
+    if max_frames is not None and max_frames < _MAX_FRAMES_ARG:
         out += ["-frames:v", str(int(max_frames))]
     out += ["-an", "-sn"]
-    gen = imageio_ffmpeg.read_frames(str(path), output_params=out, input_params=["-nostdin"])
+    gen = imageio_ffmpeg.read_frames(_arg(path), output_params=out, input_params=["-nostdin"])
     try:
         try:
             meta = next(gen)
@@ -262,7 +274,7 @@ class VideoWriter:
 
         self._size = (w + (w % 2), h + (h % 2))
         self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), self._size, fps=Fraction(self.fps).limit_denominator(1001),
+            _arg(self._tmp), self._size, fps=Fraction(self.fps).limit_denominator(1001),
             codec="libx264", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
             ffmpeg_log_level="error", output_params=["-crf", str(self.crf), "-movflags", "+faststart"],
         )
@@ -332,9 +344,9 @@ class VideoWriter:
             return False
 
     def _mux(self, audio: Path) -> None:
-        cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(self._tmp), "-i", str(audio),
+        cmd = [ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", _arg(self._tmp), "-i", _arg(audio),
                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", "-c:a", "aac", "-shortest",
-               "-movflags", "+faststart", str(self._tmp_mux)]
+               "-movflags", "+faststart", _arg(self._tmp_mux)]
         res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if res.returncode != 0:
             msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
