@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .config import Config, from_dict, to_dict
-from .errors import CheckpointError, MediaError, NoFaceError
+from .errors import CheckpointError, HeadpuppetError, MediaError, NoFaceError
 from .imaging import read_image, to_tensor, to_uint8, write_image
 from .progress import NULL, Reporter
 from .sources import PERSON_FORMAT, Driver
@@ -155,7 +155,10 @@ class Animator:
 
         path = Path(path)
         meta = _read_person_meta(path)
-        cfg = from_dict(meta["config"])
+        try:
+            cfg = from_dict(meta["config"])
+        except HeadpuppetError as exc:
+            raise CheckpointError(f"{path}: the person folder's config does not fit ({exc})") from None
         pm = _pm(pm)
         nets = build_networks(cfg, int(meta.get("num_videos", 1)), pm)
         try:
@@ -163,8 +166,12 @@ class Animator:
             if (path / "discriminator.safetensors").exists():
                 nets.discriminator.load_state_dict(load_file(str(path / "discriminator.safetensors")))
             tensors = load_file(str(path / "person.safetensors"))
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: the person folder is broken ({str(exc).splitlines()[0]}); "
+            missing = [k for k in ("points", "e", "psi") if k not in tensors]
+            if missing:
+                raise ValueError(f"person.safetensors has no {missing[0]}")
+        except Exception as exc:  # truncated or foreign safetensors raise their own error types
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"{path}: the person folder is broken ({why}); "
                                   f"run `headpuppet fine-tune` again") from None
         animator = cls(cfg, nets.generator, None, nets.discriminator, device=device, pm=pm,
                        detector_name=meta.get("detector", DEFAULT_DETECTOR), source=str(path),
@@ -682,9 +689,20 @@ def _read_person_meta(path: Path) -> dict:
     except (OSError, ValueError):
         raise CheckpointError(f"{path}: not a person folder (no readable meta.json); "
                               f"make one with `headpuppet fine-tune`") from None
-    if meta.get("format") != PERSON_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != PERSON_FORMAT:
         raise CheckpointError(f"{path}: not a person folder written by `headpuppet fine-tune`")
-    if int(meta.get("version", 0)) > PERSON_VERSION:
+    num = (int, float)
+    types = {"version": int, "config": dict, "num_videos": int, "finetune_steps": int, "detector": str,
+             "labels": list, "faces_found": list, "box": (list, type(None))}
+    for key, tp in types.items():
+        if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
+            raise CheckpointError(f"{path}/meta.json: '{key}' has the wrong type ({type(meta[key]).__name__}); "
+                                  f"the person folder is broken, run `headpuppet fine-tune` again")
+    if "config" not in meta or (meta.get("box") and (len(meta["box"]) != 3
+                                                     or not all(isinstance(v, num) for v in meta["box"]))):
+        raise CheckpointError(f"{path}/meta.json has no config or a bad box; the person folder is broken, "
+                              f"run `headpuppet fine-tune` again")
+    if meta.get("version", 0) > PERSON_VERSION:
         raise CheckpointError(f"{path}: person folder version {meta.get('version')} is newer than this "
                               f"headpuppet understands; upgrade headpuppet")
     return meta

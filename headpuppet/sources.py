@@ -31,10 +31,13 @@ def is_person_dir(path: str | Path) -> bool:
     meta = Path(path) / "meta.json"
     if not meta.is_file():
         return False
+    if (Path(path) / "person.safetensors").is_file():
+        return True  # even with a damaged meta.json: loading it then says the folder is broken
     try:
-        return json.loads(meta.read_text()).get("format") == PERSON_FORMAT
+        data = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    return isinstance(data, dict) and data.get("format") == PERSON_FORMAT
 
 
 def _images_in(folder: Path) -> list[Path]:
