@@ -20,7 +20,7 @@ PIPELINE = "Pipeline"
 MANAGE = "Models and plugins"
 
 # Command modules, each with ``register(app, state)``.
-_MODULES = ("preprocess", "train", "finetune", "animate", "evaluate", "weights", "plugins_cmd")
+_MODULES = ("preprocess", "train", "finetune", "animate", "live", "ui", "evaluate", "weights", "plugins_cmd")
 
 
 def _version_callback(value: bool) -> None:
