@@ -46,7 +46,8 @@ def register(app: typer.Typer, state) -> None:
         paths: List[str] = typer.Argument(..., metavar="SOURCE... DRIVER",
                                           help="SOURCE: a photo, several photos, a folder of photos, a video "
                                                "(K frames sampled) or a fine-tuned person folder; then the "
-                                               "DRIVER video (or folder of frames)."),
+                                               "DRIVER video (or folder of frames; or a camera, '-' for stdin, "
+                                               "a pipe or a stream URL, animated live as in `headpuppet live`)."),
         output: Optional[Path] = typer.Option(None, "-o", "--output",
                                               help="Output video \\[default: <source>_<driver>.mp4]."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
@@ -79,6 +80,15 @@ def register(app: typer.Typer, state) -> None:
         if len(paths) < 2:
             raise MediaError("give at least one SOURCE and one DRIVER: headpuppet animate photo.jpg driver.mp4")
         *sources, driver_path = paths
+        from ..live import is_stream
+
+        if is_stream(driver_path):   # a camera, stdin, a pipe or a URL: frame by frame as it arrives
+            from .live import run_live_command
+
+            return run_live_command(state, sources, driver_path, output=None if output is None else str(output),
+                                    checkpoint=checkpoint, finetune_steps=finetune_steps, relative=relative,
+                                    smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
+                                    device=device, detector=detector, shots=shots)
         out = output or default_output(sources, driver_path)
         check_writable(out)                                   # before any work
         check_not_input(out, [("source", s) for s in sources]
