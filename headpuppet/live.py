@@ -703,9 +703,21 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
     stop = threading.Event()
     failure: list[BaseException] = []
 
+    # detection works one frame ahead of rendering, and takes its frame only when the renderer has
+    # taken the previous one, so the frame is as fresh as it can be (late ones were dropped meanwhile)
+    want = threading.Semaphore(1)
+
     def detect_loop() -> None:
         try:
-            for _, frame, t_dec in source:
+            frames = iter(source)
+            while not stop.is_set():
+                while not want.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                try:
+                    _, frame, t_dec = next(frames)
+                except StopIteration:
+                    break
                 if stop.is_set():
                     break
                 tr = live.track(frame)
@@ -738,6 +750,7 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
             if item is None:
                 break
             tr, t_dec = item
+            want.release()
             t1 = time.perf_counter()
             out = live.render(tr)
             t2 = time.perf_counter()
