@@ -99,11 +99,10 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
     first existing ancestor when it does not exist yet.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MediaError(f"{flag} {path} is a file; give a folder")
     existing = _first_existing(path)
     if not existing.is_dir():
-        raise MediaError(f"cannot write {path}: {existing} is a file, not a folder; choose another {flag}")
+        what = "it" if existing == Path(os.path.abspath(path)) else str(existing)
+        raise MediaError(f"cannot write {path}: {what} is a file, not a folder; choose another {flag}")
     reason = _probe_write(existing)
     if reason is not None:
         raise MediaError(f"cannot write {path}: {existing} is not writable ({reason}); choose another {flag}")

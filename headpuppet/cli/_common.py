@@ -137,7 +137,7 @@ class RichReporter(Reporter):
             yield _RichTask(progress, task_id)
 
     def info(self, message: str) -> None:
-        self.console.print(escape(message), highlight=False)
+        self.console.print(escape(message), highlight=False, soft_wrap=True)  # one line: the terminal wraps it
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

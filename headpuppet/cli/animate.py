@@ -57,7 +57,7 @@ def register(app: typer.Typer, state) -> None:
         relative: bool = typer.Option(True, "--relative/--absolute",
                                       help="Transfer the driver's motion onto the source's own landmarks "
                                            "(keeps its face shape), or drive with the driver's landmarks as they are."),
-        smooth: float = typer.Option(1.0, "--smooth", min=0.0,
+        smooth: float = typer.Option(1.0, "--smooth", min=0.0, max=1000.0,
                                      help="Temporal smoothing of the driver's landmarks (Gaussian sigma, frames)."),
         no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth the driver's landmarks."),
         side_by_side: bool = typer.Option(False, "--side-by-side", help="Write driver crop | result."),
@@ -67,7 +67,7 @@ def register(app: typer.Typer, state) -> None:
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Landmark detector plugin \\[default: the checkpoint's]."),
         shots: int = typer.Option(8, "--shots", "-k", min=1, help="Frames sampled when SOURCE is a video."),
-        fps: float = typer.Option(25.0, "--fps", min=1.0, help="Frame rate when DRIVER is a folder of frames."),
+        fps: float = typer.Option(25.0, "--fps", min=1.0, max=1000.0, help="Frame rate when DRIVER is a folder of frames."),
     ) -> None:
         """Animate a photo (or shots, or a fine-tuned person) with a driver video; keeps its audio."""
         import time

@@ -69,8 +69,15 @@ def register(app: typer.Typer, state) -> None:
         from ..plugins import registry
         from ..report import notes, table, write_report
 
+        from ..devices import resolve_device
+        from ..outputs import check_not_input, check_writable_dir
+
         ks = _ints(shots, "--shots")
         no_model = checkpoint.strip().lower() in ("none", "-", "")
+        device = str(resolve_device(device))  # an unknown or absent device: one line, before any work
+        check_not_input(out, [("checkpoint", None if no_model else checkpoint), ("dataset", data),
+                              ("weights folder", weights_dir)], "--out")
+        check_writable_dir(out, "--out")      # not after the evaluation
         modes = _names([mode]) if mode else ([] if no_model else ["ff", "ft"])
         for m in modes:
             if m not in ("ff", "ft"):

@@ -65,8 +65,12 @@ def register(app: typer.Typer, state) -> None:
 
         Videos already complete in OUT are skipped and interrupted ones redone, so re-running the same command resumes it. Exits non-zero when nothing could be processed.
         """
+        from ..outputs import check_not_input, check_writable_dir
         from ..preprocess import preprocess as run
 
+        # the dataset may live inside an input folder (it is skipped when searching), never over one
+        check_not_input(out, [("input", p) for p in inputs], "--out", inside=False)
+        check_writable_dir(out, "--out")
         summary = run(list(inputs), out, size=size, every=every, max_frames=max_frames, detector=detector,
                       workers=workers, shard=shard or (0, 1), preview=preview, pm=state.pm, reporter=RichReporter())
         _print_summary(summary)

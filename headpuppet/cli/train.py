@@ -28,7 +28,8 @@ def resolve_config(preset: str | None, config_file: str | None, sets: list[str],
                    resume: str | None = None):
     """The run's :class:`Config` from the command line (``None`` fields of ``flags`` are unset)."""
     from ..config import from_dict, load_config, parse_override
-    from ..training.checkpoint import read_meta
+    from ..errors import CheckpointError
+    from ..training.checkpoint import read_meta, resume_candidates
 
     flag_overrides = {}
     for key, value in flags.items():
@@ -37,7 +38,15 @@ def resolve_config(preset: str | None, config_file: str | None, sets: list[str],
         section, name = key.split(".")
         flag_overrides.setdefault(section, {})[name] = value
     if resume is not None and preset is None and config_file is None:
-        _, meta = read_meta(resume)
+        first_error = None
+        for folder in resume_candidates(resume):  # a damaged latest: the trainer falls back, so do we
+            try:
+                _, meta = read_meta(folder)
+                break
+            except CheckpointError as exc:
+                first_error = first_error or exc
+        else:
+            raise first_error
         data = meta["config"]
         for text in sets:
             keys, value = parse_override(text)
