@@ -80,7 +80,7 @@ class UiConfig:
         out = []
         default = default_checkpoint()
         if default.exists():
-            out.append((f"default model ({_short(default)})", str(default)))
+            out.append((f"default model ({default.parent.name}/{default.name})", str(default)))
         for c in self.checkpoints:
             out.append((_short(c), str(c)))
         return out
@@ -231,7 +231,7 @@ def detect_preview(images: list[np.ndarray], labels: list[str], detector, max_ti
 
 # ---------------------------------------------------------------------- the page's functions
 def _md(ok: bool, title: str, lines: list[str]) -> str:
-    mark = "✅" if ok else "⚠️"
+    mark = "✔" if ok else "⚠"     # in DejaVu Sans, so they show without an emoji font
     body = "".join(f"\n- {_esc(line)}" for line in lines)
     return f"{mark} **{_esc(title)}**{body}"
 

@@ -108,6 +108,7 @@ def test_upload_photo_and_driver_then_animate(server, browser, tmp_path):
     expect(page.locator("#hp-driver-status")).to_contain_text("with audio")
     expect(page.locator("#hp-driver-preview img")).to_be_visible()
 
+    page.locator("#hp-side input[type=checkbox]").check()     # an option set in the page reaches the run
     page.locator("#hp-run").click()
     video = page.locator("#hp-result video")
     expect(video).to_have_attribute("src", re.compile(r".+"), timeout=300_000)
@@ -127,6 +128,7 @@ def test_upload_photo_and_driver_then_animate(server, browser, tmp_path):
     out.write_bytes(data)
     info, drv = probe(out), probe(driver)
     assert info.num_frames == drv.num_frames and info.has_audio
+    assert info.width == 2 * info.height                      # side by side: driver | result
     assert not any("Traceback" in line for line in log), "".join(log)
     shot = os.environ.get("HEADPUPPET_UI_SCREENSHOT")
     if shot:
