@@ -428,6 +428,11 @@ def webcam_frame(cfg: UiConfig, frame, files, person: str | None, motion: str, s
     t = time.perf_counter()
     out = session.live.step(frame)
     session.times.append((time.perf_counter() - t) * 1e3)
+    if max(out.shape[:2]) < 320:      # a small model's frames, enlarged for the page
+        import cv2
+
+        k = 320 // max(out.shape[:2]) + 1
+        out = cv2.resize(out, (out.shape[1] * k, out.shape[0] * k), interpolation=cv2.INTER_LINEAR)
     recent = session.times[-25:]
     status = (f"{session.live.frames} frames, {np.mean(recent):.0f} ms per frame"
               + ("" if session.live.faces else " - no face seen yet"))
@@ -525,8 +530,8 @@ def build_ui(cfg: UiConfig | None = None):
                             elem_classes="hp-note")
                 with gr.Row():
                     cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
-                                   elem_id="hp-cam")
-                    cam_out = gr.Image(label="Live result", interactive=False, elem_id="hp-cam-out")
+                                   height=360, elem_id="hp-cam")
+                    cam_out = gr.Image(label="Live result", interactive=False, height=360, elem_id="hp-cam-out")
                 cam_status = gr.Markdown(elem_id="hp-cam-status")
                 recentre = gr.Button("Re-centre (take the next frames as the reference)", size="sm")
                 cam_state = gr.State(None)

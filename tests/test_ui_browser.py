@@ -1,12 +1,14 @@
 """End to end in a real browser: ``headpuppet ui`` started as a user would, its printed address opened
 in Debian's headless Chromium (driven by Playwright, pointed at /usr/bin/chromium: nothing downloads
 a browser), a photo and a short driver from ../shared/data/faces uploaded, the faces checked, the
-animation run, and the result found playable (with the driver's audio).
+animation run, and the result found playable (with the driver's audio); a bad upload answered with
+a readable line; and the webcam tab fed by Chromium's fake camera playing a face video.
 
 Needs the ``ui`` extra (gradio), playwright (``dev`` extra) and the system browser
 (``apt-get install chromium``; .ci/run installs it); skips, saying which is missing, otherwise.
-Set HEADPUPPET_UI_SCREENSHOT=path.png to also save a screenshot of the finished page. About 25 s on a
-busy 2-core machine (most of it starting the server and the model), so it is not marked slow.
+HEADPUPPET_UI_SCREENSHOT=path.png (HEADPUPPET_UI_SCREENSHOT_WEBCAM) also saves a screenshot of the
+finished page (of the webcam tab). About 30 s for the three on a busy 2-core machine, 10 s of it
+starting the server; each test alone is under 15 s, so none is marked slow.
 """
 
 from __future__ import annotations
@@ -77,14 +79,19 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        # Playwright gives every launch a fresh, temporary --user-data-dir
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    # Playwright gives every launch a fresh, temporary --user-data-dir
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    yield b
+    b.close()
 
 
 def test_upload_photo_and_driver_then_animate(server, browser, tmp_path):
@@ -149,3 +156,40 @@ def test_bad_driver_is_a_readable_message(server, browser, tmp_path):
     status = page.locator("#hp-driver-status")
     expect(status).to_contain_text("not a readable video", timeout=60_000)
     assert "Traceback" not in status.inner_text()
+
+
+def test_webcam_mode_with_a_fake_camera(server, playwright, tmp_path):
+    """The webcam tab, with Chromium's fake camera playing a real face video: frames go to the page's
+    live function and animated frames come back."""
+    import subprocess as sp
+
+    from playwright.sync_api import expect
+
+    from headpuppet.video import ffmpeg_exe
+
+    url, log = server
+    cam = tmp_path / "cam.y4m"
+    sp.run([ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", "-i", str(shared_file("videos/dtk_m030_neutral.mp4")),
+            "-vf", "scale=320:240,setsar=1", "-pix_fmt", "yuv420p", "-r", "25", str(cam)], check=True)
+    flags = FLAGS + ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                     f"--use-file-for-fake-video-capture={cam}"]
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+    try:
+        page = b.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000}).new_page()
+        page.goto(url)
+        page.locator("#hp-source input[type=file]").set_input_files(str(shared_file(PHOTO)))
+        expect(page.locator("#hp-source-status")).to_contain_text("a face in each", timeout=90_000)
+        page.get_by_role("tab", name="Live from the webcam").click()
+        page.locator("#hp-cam").get_by_text("Click to Access Webcam").click()
+        page.locator("#hp-cam button:has-text('Record')").first.click()
+        page.wait_for_function("""() => { const t = (document.querySelector('#hp-cam-status') || {}).innerText || '';
+                                          const m = t.match(/(\\d+) frames/); return m && +m[1] >= 10; }""",
+                               timeout=120_000)
+        expect(page.locator("#hp-cam-out img")).to_be_visible()
+        status = page.locator("#hp-cam-status").inner_text()
+        assert "ms per frame" in status and "no face" not in status, status
+        shot = os.environ.get("HEADPUPPET_UI_SCREENSHOT_WEBCAM")
+        if shot:
+            page.screenshot(path=shot, full_page=True)
+    finally:
+        b.close()
