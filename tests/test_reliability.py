@@ -552,6 +552,27 @@ def test_malformed_person_folder_is_one_line(world, pm, tmp_path, how):
     assert not (tmp_path / "o.mp4").exists()
 
 
+DATASET_DAMAGE = {
+    "dataset-json-list": ("dataset.json", "[]"),
+    "dataset-size-string": ("dataset.json", '{"format": "headpuppet-dataset", "version": 1, "size": "big"}'),
+    "video-meta-list": ("video/meta.json", "[1]"),
+    "video-frames-string": ("video/meta.json", '{"num_frames": "many", "size": 32}'),
+}
+
+
+@pytest.mark.parametrize("how", list(DATASET_DAMAGE))
+def test_malformed_dataset_is_one_line(world, pm, tmp_path, how):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(world["data"], ds)
+    rel, text = DATASET_DAMAGE[how]
+    target = ds / rel if not rel.startswith("video/") else sorted((ds / "videos").iterdir())[0] / rel[6:]
+    target.write_text(text)
+    _refused(_invoke(pm, "evaluate", "none", ds, "--out", tmp_path / "r", "--metrics", "ssim"), str(ds))
+    assert not (tmp_path / "r").exists()
+
+
 class _Evil:
     """Unpickling this would run code; weights_only=True loading refuses it."""
 
@@ -703,6 +724,7 @@ NUMERIC = {
     "animate --fps inf": ("animate", "--fps", "inf"), "animate --smooth -1": ("animate", "--smooth", -1),
     "animate --shots 0": ("animate", "--shots", 0), "animate --finetune-steps -1": ("animate", "--finetune-steps", -1),
     "fine-tune --steps -5": ("fine-tune", "--steps", -5), "fine-tune --frames 0": ("fine-tune", "--frames", 0),
+    "fine-tune --seed -1": ("fine-tune", "--seed", -1), "evaluate --seed -1": ("evaluate", "--seed", -1),
     "evaluate --max-videos 0": ("evaluate", "--max-videos", 0),
     "evaluate --frames-per-video 0": ("evaluate", "--frames-per-video", 0),
     "evaluate --examples -1": ("evaluate", "--examples", -1), "evaluate --shots 0": ("evaluate", "--shots", 0),
@@ -864,7 +886,8 @@ def test_resume_after_sigkill_continues_with_stats_intact(world, pm, tmp_path):
 CASES = {
     "data loss (outputs over inputs)": 6 + 3 + 8 + 1 + 2 + 1 + 3 + 2 + 1,
     "media read right (VFR, image kinds)": 1 + len(IMAGES),
-    "tracebacks -> one line": 3 + 12 + 4 + 8 + 1 + len(CKPT_DAMAGE) + len(PERSON_DAMAGE) + 2 + 2 + 2 + 1,
+    "tracebacks -> one line": (3 + 12 + 4 + 8 + 1 + len(CKPT_DAMAGE) + len(PERSON_DAMAGE) + len(DATASET_DAMAGE)
+                               + 2 + 2 + 2 + 1),
     "hangs": 1,
     "wrong answers": 3 + 3 + 1 + 1 + 5 + 1 + len(NUMERIC) + 7 + 2 + 2 + 4 + 1,
     "resume after SIGKILL": 1,

@@ -52,7 +52,7 @@ def register(app: typer.Typer, state) -> None:
         frames_per_video: int = typer.Option(8, "--frames-per-video", min=1, help="Target frames per video."),
         finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", min=0,
                                                      help="Fine-tuning steps for ft [default: the checkpoint's config]."),
-        seed: int = typer.Option(0, "--seed", help="Seed of every random choice (same seed, same table)."),
+        seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of every random choice (same seed, same table)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Landmark detector for the landmark error [default: the "

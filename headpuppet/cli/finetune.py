@@ -23,7 +23,7 @@ def register(app: typer.Typer, state) -> None:
         frames: int = typer.Option(32, "--frames", "-t", min=1, help="Frames sampled when SOURCE is a video (T)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda \\[default: cuda if available]."),
         detector: Optional[str] = typer.Option(None, "--detector", help="Landmark detector plugin \\[default: the checkpoint's]."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the batch order and networks' randomness."),
     ) -> None:
         """Fine-tune a checkpoint on frames of one new person."""
         import time

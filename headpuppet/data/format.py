@@ -227,6 +227,10 @@ def read_dataset_json(root: Path) -> dict:
     if not isinstance(version, int) or version > VERSION:
         raise DatasetError(f"{path}: dataset format version {version!r} is newer than this headpuppet "
                            f"reads ({VERSION}); upgrade headpuppet")
+    size = info.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+        raise DatasetError(f"{path}: 'size' must be the crop side in pixels, got {size!r}; the dataset is "
+                           f"damaged, re-run preprocess into a new folder")
     return info
 
 

@@ -154,15 +154,40 @@ def _one_line_failures(trainer: "MetaTrainer"):
                               "lower --batch-size (or --k-shots)") from None
 
 
+def _half_made_iterator(exc: BaseException):
+    """The DataLoader iterator whose construction raised ``exc`` (found in the traceback), so its
+    already started workers can be shut down the normal way; ``None`` if there is none."""
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if obj is not None and hasattr(obj, "_shutdown_workers") and hasattr(obj, "_workers"):
+            return obj
+        tb = tb.tb_next
+    return None
+
+
 def _end_workers(before: set) -> None:
     """End the worker processes started since ``before`` that are still alive. They ignore
     SIGINT/SIGTERM (see :func:`_worker_ignores_signals`), so the interpreter's exit handler, which
-    terminates then joins them, would wait forever; a kill is the last resort."""
-    for proc in set(multiprocessing.active_children()) - before:
+    terminates then joins them, would wait forever; a kill is the last resort (with PyTorch's
+    SIGCHLD check off meanwhile, which would otherwise report the kill as a worker crash)."""
+    stray = [p for p in set(multiprocessing.active_children()) - before]
+    for proc in stray:
         proc.join(timeout=2.0)
-        if proc.is_alive():
+    stray = [p for p in stray if p.is_alive()]
+    if not stray:
+        return
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.getsignal(signal.SIGCHLD) if main else None
+    if main:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        for proc in stray:
             proc.kill()
             proc.join(timeout=5.0)
+    finally:
+        if main and old is not None:
+            signal.signal(signal.SIGCHLD, old)
 
 
 def _check_batch_memory(cfg: Config) -> None:
@@ -505,7 +530,11 @@ class MetaTrainer:
         try:
             with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task, _one_line_failures(self):
                 task.update(completed=self.step)
-                it = iter(loader)
+                try:
+                    it = iter(loader)
+                except BaseException as exc:  # workers may have started: shut them down below
+                    it = _half_made_iterator(exc)
+                    raise
                 while self.step < end:
                     t0 = time.perf_counter()
                     batch = self._to_device(_fetch(it))
