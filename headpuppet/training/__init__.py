@@ -5,7 +5,7 @@ run folders and multi-process support. Fine-tuning (section 3.4) reuses :mod:`.s
 Public API::
 
     meta_train(cfg, data_root, out_root="runs", pm=None, resume=None, reporter=None, device=None,
-               max_steps=None) -> Path                       # the run folder
+               max_steps=None, raise_on_stop=False) -> Path  # the run folder
     load_checkpoint(path, device="cpu", pm=None) -> Checkpoint
     export(checkpoint, out_dir, dtype=torch.float16, include_discriminator=False) -> Path
     discriminator_step(nets, batch, opt_d, cfg, w=None, psi=None, ...) -> dict[str, float]

@@ -34,11 +34,13 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, to_dict
-from ..errors import CheckpointError, ConfigError, HeadpuppetError, Interrupted
+from ..errors import CheckpointError, ConfigError, Interrupted
 from ..progress import NULL, Reporter
 from . import checkpoint as ckpt
 from .distributed import (DistInfo, EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed,
                           mean_over_ranks, unwrap, wrap)
+from .guards import (check_batch_memory, end_workers, fetch, half_made_iterator, one_line_failures,
+                     reason)
 from .runs import StatsWriter, describe, new_run_dir, read_stats
 from .steps import autocast_for, discriminator_step, generator_step
 
@@ -102,112 +104,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
-def _reason(exc: BaseException) -> str:
-    """A short reason from a one-line error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
-
-
-def _worker_message(exc: BaseException) -> str:
-    """The original one-line message of an error re-raised from a DataLoader worker (PyTorch puts
-    the worker's whole traceback into the message)."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    name = type(exc).__name__
-    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last
-
-
-def _fetch(it):
-    """``next(it)``; a project error from a worker keeps its one-line message."""
-    try:
-        return next(it)
-    except HeadpuppetError as exc:
-        msg = _worker_message(exc)
-        if msg == str(exc):
-            raise
-        raise type(exc)(msg) from None
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
-
-
-@contextmanager
-def _one_line_failures(trainer: "MetaTrainer"):
-    """Running out of memory mid-run is one line naming the fix, not a traceback."""
-    try:
-        yield
-    except Exception as exc:
-        if not _is_oom(exc):
-            raise
-        tc = trainer.cfg.train
-        raise HeadpuppetError(f"out of memory at step {trainer.step} with batch size {tc.batch_size}, "
-                              f"K={tc.k_shots}, {trainer.cfg.model.image_size}px on {trainer.device}; "
-                              "lower --batch-size (or --k-shots)") from None
-
-
-def _half_made_iterator(exc: BaseException):
-    """The DataLoader iterator whose construction raised ``exc`` (found in the traceback), so its
-    already started workers can be shut down the normal way; ``None`` if there is none."""
-    tb = exc.__traceback__
-    while tb is not None:
-        obj = tb.tb_frame.f_locals.get("self")
-        if obj is not None and hasattr(obj, "_shutdown_workers") and hasattr(obj, "_workers"):
-            return obj
-        tb = tb.tb_next
-    return None
-
-
-def _end_workers(before: set) -> None:
-    """End the worker processes started since ``before`` that are still alive. They ignore
-    SIGINT/SIGTERM (see :func:`_worker_ignores_signals`), so the interpreter's exit handler, which
-    terminates then joins them, would wait forever; a kill is the last resort (with PyTorch's
-    SIGCHLD check off meanwhile, which would otherwise report the kill as a worker crash)."""
-    stray = [p for p in set(multiprocessing.active_children()) - before]
-    for proc in stray:
-        proc.join(timeout=2.0)
-    stray = [p for p in stray if p.is_alive()]
-    if not stray:
-        return
-    main = threading.current_thread() is threading.main_thread()
-    old = signal.getsignal(signal.SIGCHLD) if main else None
-    if main:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
-        for proc in stray:
-            proc.kill()
-            proc.join(timeout=5.0)
-    finally:
-        if main and old is not None:
-            signal.signal(signal.SIGCHLD, old)
-
-
-def _check_batch_memory(cfg: Config) -> None:
-    """Refuse a batch that cannot fit in this machine's memory (one line) before anything is built:
-    an absurd ``--batch-size`` would otherwise exhaust memory building its sampler and batches."""
-    import os
-
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return
-    tc, s = cfg.train, cfg.model.image_size
-    # frames + landmark images of K shots and one target, float32, as collated (the networks need more)
-    need = tc.batch_size * (tc.k_shots + 1) * 2 * 3 * s * s * 4
-    if need > total:
-        raise ConfigError(f"train.batch_size {tc.batch_size} needs {need / 2**30:.0f} GiB for one batch of "
-                          f"{s}px episodes (K={tc.k_shots}), more than this machine's "
-                          f"{total / 2**30:.0f} GiB of memory; lower --batch-size")
-
-
 class MetaTrainer:
     """Meta-learning on one dataset; :func:`meta_train` is the one-call form.
 
@@ -251,7 +147,7 @@ class MetaTrainer:
         tc = cfg.train
         if tc.batch_size < 1:
             raise ConfigError(f"train.batch_size must be at least 1, got {tc.batch_size}")
-        _check_batch_memory(cfg)
+        check_batch_memory(cfg)
         for note in self._notes:
             self.reporter.warn(note)
         self.autocast = autocast_for(self.device, tc.amp)
@@ -348,7 +244,7 @@ class MetaTrainer:
             if errors:
                 bad, exc = errors[0]
                 more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-                self._notes.append(f"{bad.name}{more} cannot be resumed ({_reason(exc)}); "
+                self._notes.append(f"{bad.name}{more} cannot be resumed ({reason(exc)}); "
                                    f"resuming from {found.name} instead")
             return found, meta
         raise errors[0][1]
@@ -374,7 +270,7 @@ class MetaTrainer:
                         nxt = cand
                 if nxt is None:
                     raise
-                self.reporter.warn(f"{self.resume_folder.name} is damaged ({_reason(exc)}); "
+                self.reporter.warn(f"{self.resume_folder.name} is damaged ({reason(exc)}); "
                                    f"resuming from {nxt.name} instead")
                 self.resume_folder = nxt
 
@@ -528,16 +424,16 @@ class MetaTrainer:
         it = None
         children = set(multiprocessing.active_children())
         try:
-            with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task, _one_line_failures(self):
+            with stop.installed(), self.reporter.task("meta-train", total=tc.steps) as task, one_line_failures(self):
                 task.update(completed=self.step)
                 try:
                     it = iter(loader)
                 except BaseException as exc:  # workers may have started: shut them down below
-                    it = _half_made_iterator(exc)
+                    it = half_made_iterator(exc)
                     raise
                 while self.step < end:
                     t0 = time.perf_counter()
-                    batch = self._to_device(_fetch(it))
+                    batch = self._to_device(fetch(it))
                     d = discriminator_step(self.nets, batch, self.opt_d, self.cfg, autocast=self.autocast)
                     g = generator_step(self.nets, batch, self.opt_g, self.content_loss, self.cfg,
                                        autocast=self.autocast)
@@ -581,7 +477,7 @@ class MetaTrainer:
             if shutdown is not None:
                 shutdown()
             del it, loader
-            _end_workers(children)  # any left (e.g. iter() failed after starting them): end them
+            end_workers(children)  # any left (e.g. iter() failed after starting them): end them
         self.stopped = stop.set
         self.stop_reason = stop.reason
         return self.run_dir
@@ -618,8 +514,8 @@ def meta_train(cfg: Config | None, data_root, out_root="runs", pm=None, resume=N
     finally:
         trainer.close()
     if raise_on_stop and trainer.stopped:
-        reason = trainer.stop_reason or "SIGINT"
-        code = 128 + int(getattr(signal, reason, signal.SIGINT))
-        raise Interrupted(f"stopped by {reason} at step {trainer.step} (checkpoint saved); continue with "
+        why = trainer.stop_reason or "SIGINT"
+        code = 128 + int(getattr(signal, why, signal.SIGINT))
+        raise Interrupted(f"stopped by {why} at step {trainer.step} (checkpoint saved); continue with "
                           f"`headpuppet meta-train --resume {run}`", exit_code=code)
     return run
