@@ -8,7 +8,8 @@ For a checkpoint and a preprocessed dataset of people it never saw, prints one J
 * ``psi``: ``P e`` against the AdaIN identity (scale 1, bias 0): mean absolute deviation, the
   standard deviation across people, and P's largest singular value;
 * ``output_sensitivity``: mean absolute pixel change (0-255) of G's output when only ``e`` changes
-  (same landmarks, another person's embedding) against when only the landmarks change (same ``e``);
+  (same landmarks and, for the warp-guided G, the same source shots; another person's embedding)
+  against when only the landmarks change (same person);
 * ``l_mch`` (with ``--run``): ``Loss/G/mch`` and ``Loss/D/mch`` over a run's ``stats.jsonl``.
 
 Usage::
@@ -85,10 +86,18 @@ def main() -> None:
         idx = np.linspace(0, v.num_frames - 1, args.k).round().astype(int)
         people.append(Person(frames=v.frames(idx), points=np.asarray(v.landmarks, np.float32)[idx], iris=None,
                              e=e[None], psi=G.project(e[None]).detach()))
-    targets = np.stack([np.asarray(v.landmarks, np.float32)[v.num_frames // 2] for v in videos])   # (P, 68, 2)
-    outs = np.stack([animator.render(p, targets) for p in people]).astype(np.float32)            # (P e, P y, S, S, 3)
     n = len(people)
-    change_e = np.mean([np.abs(outs[i, t] - outs[j, t]).mean() for t in range(n) for i in range(n) for j in range(n) if i < j])
+    # only e changes: person t's own shots (the warp-guided G warps them) and landmarks, each person's psi
+    change_e = []
+    for t, person in enumerate(people):
+        target = np.asarray(videos[t].landmarks, np.float32)[videos[t].num_frames // 2][None]        # (1, 68, 2)
+        outs = np.stack([animator.render(Person(frames=person.frames, points=person.points, iris=None,
+                                                e=q.e, psi=q.psi), target)[0] for q in people]).astype(np.float32)
+        change_e += [np.abs(outs[i] - outs[j]).mean() for i in range(n) for j in range(n) if i < j]
+    change_e = float(np.mean(change_e))
+    # only the landmarks change: each person's own e and shots, every person's target landmarks
+    targets = np.stack([np.asarray(v.landmarks, np.float32)[v.num_frames // 2] for v in videos])   # (P, 68, 2)
+    outs = np.stack([animator.render(p, targets) for p in people]).astype(np.float32)            # (P, P y, S, S, 3)
     change_y = np.mean([np.abs(outs[p, i] - outs[p, j]).mean() for p in range(n) for i in range(n) for j in range(n) if i < j])
     line("output_sensitivity", only_e_changes=float(change_e), only_landmarks_change=float(change_y),
          ratio=float(change_e / max(change_y, 1e-12)), generator=type(G).__name__)

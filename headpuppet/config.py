@@ -72,6 +72,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     amp: str = "none"                # "none" or "bf16" autocast
     channels_last: bool = False
+    warp_source: str = "nearest"     # warp-guided G: which shot it warps in training, "nearest" or "random"
 
 
 @dataclass
@@ -212,6 +213,8 @@ def check_ranges(cfg: Config) -> None:
                 raise bad(f"{key}.{name}", w, "a finite weight of at least 0")
     if len(cfg.train.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.train.betas):
         raise bad("train.betas", cfg.train.betas, "two numbers in [0, 1)")
+    if cfg.train.warp_source not in ("nearest", "random"):
+        raise bad("train.warp_source", cfg.train.warp_source, "'nearest' or 'random'")
     if cfg.train.amp not in ("none", "bf16", "fp32", ""):
         raise bad("train.amp", cfg.train.amp, "none or bf16")
 

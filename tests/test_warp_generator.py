@@ -206,3 +206,20 @@ def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generat
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", "cpu")
+
+
+def test_random_warp_source_allows_one_shot_deterministically(tmp_path):
+    from headpuppet.data.episodes import EpisodeDataset
+    from headpuppet.data.format import open_dataset
+    from headpuppet.errors import ConfigError
+    from tests.test_training import make_dataset
+
+    index = open_dataset(make_dataset(tmp_path / "data", size=32))
+    assert "shot_allowed" not in EpisodeDataset(index, k_shots=3)[0]
+    ds = EpisodeDataset(index, k_shots=3, warp_source="random")
+    picks = [ds[(0, v, r)]["shot_allowed"] for v in range(3) for r in range(4)]
+    assert all(p.dtype == torch.bool and p.shape == (3,) and int(p.sum()) == 1 for p in picks)
+    assert len({int(p.nonzero()) for p in picks}) > 1                      # not always the same shot
+    assert torch.equal(ds[(0, 1, 2)]["shot_allowed"], ds[(0, 1, 2)]["shot_allowed"])  # a pure function of the key
+    with pytest.raises(ConfigError, match="warp_source"):
+        EpisodeDataset(index, k_shots=3, warp_source="farthest")

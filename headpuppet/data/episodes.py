@@ -37,6 +37,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             down, cubic up) and their landmarks scaled with them.
         iris: draw irises into the landmark images (needs a dataset made with an iris detector).
         seed: base seed of the frame choice.
+        warp_source: ``"random"`` adds ``shot_allowed`` ``(K,)`` bool with one random shot allowed:
+            the warp-guided generator then warps that shot instead of the nearest in pose.
 
     Item (for key ``video`` or ``(epoch, video[, repeat])``), a dict of tensors:
         ``shots`` ``(K, 3, S, S)``, ``shot_landmarks`` ``(K, 3, S, S)``, ``target`` ``(3, S, S)``,
@@ -45,7 +47,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         the discriminator's ``W``), ``frame_idx`` ``(K + 1,)`` long (target first; for inspection).
     """
 
-    def __init__(self, index, k_shots: int, size: int | None = None, iris: bool = False, seed: int = 0):
+    def __init__(self, index, k_shots: int, size: int | None = None, iris: bool = False, seed: int = 0,
+                 warp_source: str = "nearest"):
         if k_shots < 1:
             raise ConfigError(f"train.k_shots must be at least 1, got {k_shots}")
         if iris and not index.has_iris:
@@ -56,6 +59,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.size = int(size or index.size)
         self.iris = bool(iris)
         self.seed = int(seed)
+        if warp_source not in ("nearest", "random"):
+            raise ConfigError(f"train.warp_source must be 'nearest' or 'random', got {warp_source!r}")
+        self.warp_source = warp_source
         self.videos = [v for v in index.videos if v.num_frames >= 2]
         self.skipped = [v.id for v in index.videos if v.num_frames < 2]
         if not self.videos:
@@ -114,7 +120,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         marks = np.stack([self._landmark_image(record, f) for f in frames])  # (K+1, S, S, 3)
         images, marks = to_tensor(images), to_tensor(marks)                  # (K+1, 3, S, S)
         points = torch.from_numpy(np.stack([self._points(record, f) for f in frames]))  # (K+1, 68, 2)
+        extra = {}
+        if self.warp_source == "random":
+            # the warp-guided G warps one random shot, not the nearest in pose: what a single photo
+            # gives at inference, and errors of the warp for G to learn to correct
+            pick = np.random.default_rng([self.seed, int(epoch), int(video), int(repeat), 1]).integers(self.k)
+            extra["shot_allowed"] = torch.arange(self.k) == int(pick)
         return {
+            **extra,
             "shot_points": points[1:], "target_points": points[0],
             "shots": images[1:], "shot_landmarks": marks[1:],
             "target": images[0], "target_landmarks": marks[0],
