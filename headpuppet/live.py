@@ -108,8 +108,10 @@ def input_args(spec: str | Path, input_format: str | None = None, extra: list[st
         s = "pipe:0"
     elif "://" not in s and not s.startswith("pipe:") and os.path.exists(s):
         s = os.path.abspath(s)            # a file named like an option is never one
-    if is_realtime(spec) and ("://" in s or fmt in ("v4l2", "avfoundation", "dshow")):
-        args += ["-fflags", "nobuffer", "-flags", "low_delay"]
+    if is_stream(spec):
+        # start within half a second (ffmpeg would otherwise read up to 5 s of a stream to learn its
+        # format, and then hand those frames over in a burst); --input-args can override
+        args += ["-probesize", "65536", "-analyzeduration", "500000"]
     if realtime:
         args += ["-re"]
     if fmt:
@@ -183,6 +185,10 @@ class FrameSource:
     def info(self) -> StreamInfo:
         assert self._info is not None
         return self._info
+
+    def reason(self, default: str = "") -> str:
+        """`` (the last thing ffmpeg said)``, or ``default``."""
+        return self._reason(default)
 
     def _reason(self, default: str = "") -> str:
         lines = [ln for ln in self._stderr if ln.strip() and not ln.startswith(("  ", "Input #", "Output #"))]
@@ -315,16 +321,16 @@ class FfmpegSink:
         self.frames = 0
         fps_s = f"{float(fps):g}"
         w, h = self.size
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", fps_s]
-        if wallclock:
-            cmd += ["-use_wallclock_as_timestamps", "1"]
-        cmd += ["-i", "pipe:0"]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+        # wallclock: frames stamped on arrival (an input frame rate would override the stamps)
+        cmd += ["-use_wallclock_as_timestamps", "1"] if wallclock else ["-r", fps_s]
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-i", "pipe:0"]
         if wallclock:
             cmd += ["-fps_mode", "cfr", "-r", fps_s]
         even = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if (w % 2 or h % 2) else []
         h264 = even + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
         t = self.target
+        self._file: Path | None = None
         if t == "-":
             fmt = fmt or "mpegts"
             if fmt not in STREAM_FORMATS:
@@ -349,7 +355,8 @@ class FfmpegSink:
             cmd += even + ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p"]
             if fmt:
                 cmd += ["-f", fmt]
-            cmd += [str(path.absolute())]
+            self._file = path.absolute()
+            cmd += [str(self._file)]
         self._err = deque(maxlen=20)
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=None if t == "-" else subprocess.DEVNULL,
@@ -387,7 +394,9 @@ class FfmpegSink:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             rc = self._proc.wait()
-        if rc != 0 and self.frames and self.target != "-":
+        if self.frames == 0 and self._file is not None:
+            self._file.unlink(missing_ok=True)      # no frame came: leave no broken file behind
+        elif rc != 0 and self.frames and self.target != "-":
             raise MediaError(f"{self.target}: ffmpeg failed to finish it ({self._reason()})")
 
 
@@ -642,9 +651,14 @@ class LiveStats:
     render_ms: list[float] = field(default_factory=list)     # G + compositing
     write_ms: list[float] = field(default_factory=list)
     stopped: str = "end of stream"
+    span: float = 0.0             # seconds from the first frame written to the last
 
     @property
     def fps_out(self) -> float:
+        """Frames made per second while frames were coming (not counting start-up or a stream's
+        closing timeout)."""
+        if self.processed > 1 and self.span > 0:
+            return (self.processed - 1) / self.span
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
     @staticmethod
@@ -663,14 +677,14 @@ class LiveStats:
 
         return {"source": self.source, "fps_in": self.fps_in, "decoded": self.decoded, "processed": self.processed,
                 "dropped": self.dropped, "no_face": self.no_face, "held": self.held, "seconds": self.seconds,
-                "fps_out": self.fps_out, "stopped": self.stopped,
+                "fps_out": self.fps_out, "span": self.span, "stopped": self.stopped,
                 "latency_ms": summary(self.latency_ms), "detect_ms": summary(self.detect_ms),
                 "render_ms": summary(self.render_ms), "write_ms": summary(self.write_ms),
                 "frames": {"latency_ms": self.latency_ms, "detect_ms": self.detect_ms,
                            "render_ms": self.render_ms, "write_ms": self.write_ms}}
 
     def lines(self) -> list[str]:
-        out = [f"{self.processed} frames made in {self.seconds:.1f} s ({self.fps_out:.1f} frames/s) from "
+        out = [f"{self.processed} frames made in {self.seconds:.1f} s ({self.fps_out:.1f} frames/s while they came) from "
                f"{self.decoded} decoded ({self.stopped})"
                + (f"; {self.dropped} dropped to keep up" if self.dropped else "")]
         if self.no_face:
@@ -742,7 +756,7 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
                             pass
 
     worker = threading.Thread(target=detect_loop, daemon=True, name="hp-detect")
-    t0 = time.perf_counter()
+    t0 = t_first = time.perf_counter()
     worker.start()
     try:
         while True:
@@ -763,6 +777,9 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
             stats.render_ms.append((t2 - t1) * 1e3)
             stats.write_ms.append((t3 - t2) * 1e3)
             stats.latency_ms.append((t3 - t_dec) * 1e3)
+            if stats.processed == 1:
+                t_first = t3
+            stats.span = t3 - t_first
             if on_frame is not None:
                 on_frame(stats.processed)
             if max_frames is not None and stats.processed >= max_frames:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -257,6 +258,28 @@ def test_live_cli_realtime_stream_latency(ckpt, tmp_path):
     assert s["processed"] + s["dropped"] <= s["decoded"] + 1
     assert ("keeps up with 25 fps" in res.stderr) or ("does not keep up with 25 fps" in res.stderr)
     assert frame_count(tmp_path / "rt.mp4") >= 1
+
+
+def test_live_cli_from_a_udp_stream(ckpt, tmp_path):
+    """Any stream ffmpeg reads: MPEG-TS over UDP on loopback, sent at real time while we read."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"udp://127.0.0.1:{port}"
+    sender = subprocess.Popen([ffmpeg(), "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(shared_file(VIDEO)),
+                               "-c:v", "mpeg2video", "-q:v", "3", "-g", "5", "-f", "mpegts", f"{url}?pkt_size=1316"])
+    try:
+        out, stats = tmp_path / "udp.mp4", tmp_path / "udp.json"
+        res = subprocess.run(_live_cmd(ckpt, f"{url}?timeout=20000000", "-o", out, "--max-frames", 10,
+                                       "--stats", stats), capture_output=True, text=True, env=_env(), timeout=300)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert res.returncode == 0, res.stderr
+    s = json.loads(stats.read_text())
+    assert s["processed"] == 10 and s["fps_in"] == 25 and s["stopped"] == "10 frames"
+    assert "late frames are dropped" in res.stderr          # a network stream does not wait for us
+    assert frame_count(out) >= 1                             # a real-time file (wall-clock stamps)
 
 
 def test_live_cli_errors_are_one_line(ckpt, tmp_path):

@@ -80,6 +80,8 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
                 errors.append(exc)
     if errors:
         raise errors[0]
+    if stats.processed == 0 and stats.stopped == "end of stream":
+        raise MediaError(f"{driver}: the stream ended before any frame came{source.reason()}")
     for line in stats.lines() + [f"model on {device}; source {loaded.source}"]:
         err_console.print(line, highlight=False, soft_wrap=True)
     if output not in (None, "-") and "://" not in output and not output.startswith("/dev/") and stats.processed:
