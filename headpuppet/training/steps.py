@@ -52,12 +52,19 @@ def autocast_for(device: torch.device | str, amp: str = "none") -> Callable[[], 
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def generate(nets, batch: Batch, psi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x_hat`` ``(B, 3, S, S)`` and the mean embedding ``e`` ``(B, N)`` (``None`` when ``psi`` given)."""
+def generate(nets, batch: Batch, psi: torch.Tensor | None = None,
+             parts: bool = False) -> tuple[torch.Tensor | dict, torch.Tensor | None]:
+    """``x_hat`` ``(B, 3, S, S)`` and the mean embedding ``e`` ``(B, N)`` (``None`` when ``psi`` given).
+
+    ``parts`` (warp-guided G only) returns the generator's dict (``image``, ``warped``, ``mask``,
+    ``generated``) in place of ``x_hat``.
+    """
     from ..models.warp_generator import source_kwargs
 
     y = batch["target_landmarks"]  # (B, 3, S, S)
     src = source_kwargs(nets.generator, batch)  # the source shots, for the warp-guided generator
+    if parts and src:
+        src["return_parts"] = True
     if psi is not None:
         return nets.generator(y, psi=psi, **src), None
     e, _ = nets.embedder(batch["shots"], batch["shot_landmarks"])  # (B, N), (B, K, N)
@@ -129,6 +136,7 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
     """
     from ..losses import adversarial_g, embedding_match, feature_matching
+    from ..models.warp_generator import needs_source
 
     ac = autocast or nullcontext
     D = unwrap(nets.discriminator)
@@ -138,8 +146,14 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     D.requires_grad_(False)
     try:
         opt_g.zero_grad(set_to_none=True)
+        # the warp-guided G's own drawing gets a loss of its own: behind a blend mask near 1 it
+        # would see ~10% of the gradient, stay poor, and never earn a lower mask
+        aux = getattr(cfg.loss, "generated_l1", 0.0) > 0 and needs_source(nets.generator)
         with ac():
-            fake, e = generate(nets, batch, psi)                   # (B, 3, S, S), (B, N)
+            fake, e = generate(nets, batch, psi, parts=aux)        # (B, 3, S, S), (B, N)
+            drawn = None
+            if aux:
+                fake, drawn = fake["image"], fake["generated"]
             with torch.no_grad():
                 _, real_feats = D(real, y, video_idx=vid, w=w)
             fake_score, fake_feats = D(fake, y, video_idx=vid, w=w)
@@ -147,6 +161,8 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
         # the target's landmarks let face networks (dlib-identity) cut an aligned chip
         for name, value in content_loss(fake.float(), real.float(), points=batch.get("target_points")).items():
             out[f"Loss/G/{name}"] = value
+        if drawn is not None:
+            out["Loss/G/generated_l1"] = cfg.loss.generated_l1 * torch.nn.functional.l1_loss(drawn.float(), real.float())
         out["Loss/G/adv"] = cfg.loss.adv * adversarial_g(fake_score.float())
         if cfg.loss.fm > 0:
             out["Loss/G/fm"] = cfg.loss.fm * feature_matching([f.float() for f in real_feats],
