@@ -62,6 +62,7 @@ def main() -> None:
               f"({s['processed']} made, {s['dropped']} dropped of {s['decoded']}); "
               f"detect {det['mean']:.1f} ms, render {ren['mean']:.1f} ms, write {s['write_ms']['mean']:.1f} ms per frame; "
               f"latency median {lat['median']:.0f} ms, 90% {lat['p90']:.0f} ms; "
+              f"CPU time per frame: render {s['render_cpu_ms']['mean']:.1f} ms, process {s['cpu_ms_per_frame']:.1f} ms; "
               f"load average after {os.getloadavg()[0]:.2f}")
 
 

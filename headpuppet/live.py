@@ -650,6 +650,8 @@ class LiveStats:
     detect_ms: list[float] = field(default_factory=list)
     render_ms: list[float] = field(default_factory=list)     # G + compositing
     write_ms: list[float] = field(default_factory=list)
+    render_cpu_ms: list[float] = field(default_factory=list)   # CPU time of the rendering thread
+    cpu_seconds: float = 0.0      # CPU time of the whole process (all its threads) during the run
     stopped: str = "end of stream"
     span: float = 0.0             # seconds from the first frame written to the last
 
@@ -664,6 +666,10 @@ class LiveStats:
     @staticmethod
     def _q(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else float("nan")
+
+    def cpu_ms_per_frame(self) -> float | None:
+        """CPU time the process spent per frame made (detection, rendering, reading, writing)."""
+        return self.cpu_seconds * 1e3 / self.processed if self.processed else None
 
     def per_frame_ms(self) -> float:
         """Mean time of the slowest stage (what limits the frame rate when stages overlap)."""
@@ -680,6 +686,8 @@ class LiveStats:
                 "fps_out": self.fps_out, "span": self.span, "stopped": self.stopped,
                 "latency_ms": summary(self.latency_ms), "detect_ms": summary(self.detect_ms),
                 "render_ms": summary(self.render_ms), "write_ms": summary(self.write_ms),
+                "render_cpu_ms": summary(self.render_cpu_ms), "cpu_seconds": self.cpu_seconds,
+                "cpu_ms_per_frame": self.cpu_ms_per_frame(),
                 "frames": {"latency_ms": self.latency_ms, "detect_ms": self.detect_ms,
                            "render_ms": self.render_ms, "write_ms": self.write_ms}}
 
@@ -693,7 +701,8 @@ class LiveStats:
             out.append(f"latency per frame (decoded -> written): median {self._q(self.latency_ms, 50):.0f} ms, "
                        f"90% {self._q(self.latency_ms, 90):.0f} ms, max {max(self.latency_ms):.0f} ms")
             out.append(f"per frame: detect {np.mean(self.detect_ms):.1f} ms, render {np.mean(self.render_ms):.1f} ms, "
-                       f"write {np.mean(self.write_ms):.1f} ms (detection overlaps rendering)")
+                       f"write {np.mean(self.write_ms):.1f} ms (detection overlaps rendering); CPU time: "
+                       f"render {np.mean(self.render_cpu_ms):.1f} ms, whole process {self.cpu_ms_per_frame():.1f} ms")
         if self.fps_in and self.processed:
             budget = 1000.0 / self.fps_in
             need = self.per_frame_ms()
@@ -757,6 +766,7 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
 
     worker = threading.Thread(target=detect_loop, daemon=True, name="hp-detect")
     t0 = t_first = time.perf_counter()
+    cpu0 = time.process_time()
     worker.start()
     try:
         while True:
@@ -765,9 +775,9 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
                 break
             tr, t_dec = item
             want.release()
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             out = live.render(tr)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.thread_time()
             for sink in sinks:
                 sink.write(out)
             t3 = time.perf_counter()
@@ -775,6 +785,7 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
             stats.no_face += 0 if tr.face else 1
             stats.detect_ms.append(tr.detect_ms)
             stats.render_ms.append((t2 - t1) * 1e3)
+            stats.render_cpu_ms.append((c2 - c1) * 1e3)
             stats.write_ms.append((t3 - t2) * 1e3)
             stats.latency_ms.append((t3 - t_dec) * 1e3)
             if stats.processed == 1:
@@ -797,6 +808,7 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
         source.close()
         worker.join(10)
     stats.seconds = time.perf_counter() - t0
+    stats.cpu_seconds = time.process_time() - cpu0
     stats.decoded, stats.dropped, stats.held = source.decoded, source.dropped, live.held
     if failure and not isinstance(failure[0], (KeyboardInterrupt,)):
         exc = failure[0]
