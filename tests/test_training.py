@@ -455,9 +455,11 @@ def test_resume_may_change_the_loss_and_records_it(dataset, pm_mod, tmp_path):
     more = tiny_config(steps=2)
     more.loss.perceptual = {"laplacian-pyramid": 2.0}
     more.loss.fm = 0.0
+    more.train.warp_source = "random"
     meta_train(more, dataset, out_root=tmp_path, pm=pm_mod, device="cpu", resume=run)
     rec = [json.loads(x) for x in (run / "changes.jsonl").read_text().splitlines()]
     assert rec == [{"step": 1, "changes": ["loss.fm: 10.0 -> 0.0",
-                                           "loss.perceptual: {'laplacian-pyramid': 1.0} -> {'laplacian-pyramid': 2.0}"]}]
+                                           "loss.perceptual: {'laplacian-pyramid': 1.0} -> {'laplacian-pyramid': 2.0}",
+                                           "train.warp_source: 'nearest' -> 'random'"]}]
     assert load_config(run / "config.yaml").loss.perceptual == {"laplacian-pyramid": 2.0}
     assert json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["step"] == 2

@@ -227,8 +227,14 @@ class MetaTrainer:
 
     @staticmethod
     def _loss_changes(cfg: Config, saved: Config) -> list[str]:
-        a, b = to_dict(cfg.loss), to_dict(saved.loss)
-        return [f"loss.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        """``"section.key: old -> new"`` for every loss and train setting (but the step count) that
+        differs from the checkpoint's."""
+        out = []
+        for section in ("loss", "train"):
+            a, b = to_dict(getattr(cfg, section)), to_dict(getattr(saved, section))
+            out += [f"{section}.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k) and (section, k) != ("train", "steps")]  # extending a run is routine
+        return out
 
     def _pick_resume(self, resume) -> tuple[Path, dict]:
         """The first readable checkpoint of :func:`ckpt.resume_candidates` (a damaged latest one
@@ -408,7 +414,7 @@ class MetaTrainer:
             # config.yaml now holds the new weights; changes.jsonl keeps when each came in
             with open(self.run_dir / "changes.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, "changes": self.loss_changes}) + "\n")
-            self.reporter.warn(f"resuming at step {self.step} with changed loss: {'; '.join(self.loss_changes)}")
+            self.reporter.warn(f"resuming at step {self.step} with changed settings: {'; '.join(self.loss_changes)}")
         if self.dist.is_main and self.step == 0 and not self.resume_folder:
             self.reporter.info(f"run folder {self.run_dir}: {self.data.num_videos} videos, "
                                f"batch {tc.batch_size} x {self.dist.world_size} process(es), K={tc.k_shots}, "
