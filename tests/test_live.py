@@ -136,6 +136,22 @@ def test_live_animator_steps_on_real_faces(loaded, frames):
     assert out.shape == (size, 2 * size, 3)
 
 
+def test_live_with_the_warp_guided_generator(tmp_path, frames):
+    """The coming default model needs the source shots at render time: live goes through
+    Animator.render, which gives them."""
+    from headpuppet.live import LiveAnimator
+    from headpuppet.session import load_person
+
+    pm = make_pm()
+    mediapipe_or_skip(pm)
+    ckpt = make_checkpoint(tmp_path, generator="warp", projection_sn=False)
+    lo = load_person([shared_file(PHOTO)], checkpoint=ckpt, pm=pm)
+    live = LiveAnimator(lo.animator, lo.person, detector=lo.detector, side_by_side=True)
+    outs = [live.step(f) for f in frames[:3]]
+    size = lo.animator.size
+    assert all(o.shape == (size, 2 * size, 3) for o in outs) and live.faces == 3
+
+
 def test_before_any_face_the_person_is_still(loaded, frames):
     from headpuppet.live import LiveAnimator
 
