@@ -276,9 +276,9 @@ class FrameSource:
     def close(self) -> None:
         self._closed.set()
         if self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.terminate()          # nothing of ffmpeg's output is wanted any more
             try:
-                self._proc.wait(5)
+                self._proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
@@ -804,10 +804,11 @@ def run_live(live: LiveAnimator, source: FrameSource, sinks: list, *, max_frames
     except KeyboardInterrupt:
         stats.stopped = "interrupted"
     finally:
+        t_end = time.perf_counter()
         stop.set()
         source.close()
         worker.join(10)
-    stats.seconds = time.perf_counter() - t0
+    stats.seconds = t_end - t0
     stats.cpu_seconds = time.process_time() - cpu0
     stats.decoded, stats.dropped, stats.held = source.decoded, source.dropped, live.held
     if failure and not isinstance(failure[0], (KeyboardInterrupt,)):
