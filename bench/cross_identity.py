@@ -80,7 +80,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--methods", default="model,warp")
     ap.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on the photo first (FT)")
+    ap.add_argument("--pair", nargs=2, action="append", metavar=("PHOTO", "VIDEO"),
+                    help="a photo and a driver video (paths, or relative to --faces; PHOTO may be 'astronaut', "
+                         "scikit-image's public-domain photo); repeatable [default: five held-out pairs]")
     ap.add_argument("--sheet", help="write a contact sheet PNG here")
+    ap.add_argument("--show-driver", choices=("frames", "landmarks"), default="frames",
+                    help="the driver row of the sheet: its frames, or only its landmark images (a sheet "
+                         "that shows no face of the driver)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,13 +107,23 @@ def main() -> None:
     summary: dict[str, dict[str, list]] = {m: {"within": [], "corr": [], "dist": [], "to_driver": [], "flicker": []}
                                            for m in methods}
     rows = []
-    for photo, video in DEFAULT_PAIRS:
-        if not (faces / photo).exists() or not (faces / video).exists():
+    for photo, video in args.pair or DEFAULT_PAIRS:
+        if photo == "astronaut":
+            from skimage import data
+
+            image = data.astronaut()
+        else:
+            photo_path = Path(photo) if Path(photo).exists() else faces / photo
+            if not photo_path.exists():
+                continue
+            image = read_image(photo_path)
+        video = str(Path(video) if Path(video).exists() else faces / video)
+        if not Path(video).exists():
             continue
-        person = animator.prepare_source([read_image(faces / photo)], detector=detector, labels=[photo])
+        person = animator.prepare_source([image], detector=detector, labels=[photo])
         if args.finetune_steps and "model" in methods:
             person = animator.fine_tune(person, args.finetune_steps)
-        driver = open_driver(faces / video)
+        driver = open_driver(video)
         points, found, iris, box = track_driver(driver, detector, animator.size)
         n = min(args.frames, len(points))
         track = prepare_track(points[:n], found[:n], None, relative=True, source=person.points[0])
@@ -135,7 +151,7 @@ def main() -> None:
             # temporal shimmer: mean frame-to-frame change of the output over the driver crop's
             flicker = float(np.abs(np.diff(out.astype(np.float32), axis=0)).mean()
                             / max(np.abs(np.diff(drv_frames.astype(np.float32), axis=0)).mean(), 1e-6))
-            rec = {"photo": photo, "driver": video, "method": m, "frames": int(n), "flicker_vs_driver": flicker,
+            rec = {"photo": photo, "driver": Path(video).name, "method": m, "frames": int(n), "flicker_vs_driver": flicker,
                    "face_found": float(np.isfinite(dist).mean()), "within_0.6": within,
                    "dist_to_source_median": float(np.nanmedian(dist)), "dist_to_driver_median": float(np.nanmedian(to_drv)),
                    "mouth_corr": corr, "mouth_range_out": float(np.nanstd(mouth)), "mouth_range_driver": float(np.nanstd(mouth_drv))}
@@ -143,6 +159,10 @@ def main() -> None:
             s = summary[m]
             s["within"].append(within), s["corr"].append(corr), s["dist"].append(rec["dist_to_source_median"])
             s["to_driver"].append(rec["dist_to_driver_median"]), s["flicker"].append(flicker)
+        if args.show_driver == "landmarks":
+            from headpuppet.landmarks import rasterise
+
+            drv_frames = np.stack([rasterise(p, animator.size) for p in points[:n]])
         rows.append((person.frames[0], drv_frames, outputs))
     for m, s in summary.items():
         if s["within"]:
