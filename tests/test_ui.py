@@ -57,10 +57,9 @@ def cfg(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- the functions
-def test_models_and_people(cfg, tmp_path):
+def test_models(cfg, tmp_path):
     models = cfg.models()
     assert models[0][0].startswith("default model") and models[-1][1] == str(cfg.checkpoints[0])
-    assert cfg.people() == []
 
 
 def test_inspect_source_shows_face_and_landmarks(cfg, media):
@@ -99,6 +98,21 @@ def test_run_animation_reports_progress(cfg, media):
     assert "done" in summary and "with the driver's audio" in summary
     assert any(d.startswith("driver landmarks") for _, d in seen) and any(d.startswith("rendering") for _, d in seen)
     assert max(f for f, _ in seen) == 1.0
+
+
+def test_fine_tuned_person_folder(cfg, media):
+    """A person folder in --people is offered, previewed from its own shots and animated."""
+    from headpuppet.session import load_person
+    from headpuppet.ui import inspect_source, run_animation
+    from headpuppet.video import probe
+
+    lo = load_person([media["photo"]], checkpoint=cfg.checkpoints[0], pm=cfg.pm)
+    folder = lo.animator.save_person(lo.person, cfg.people_dirs[0] / "obama")
+    assert [v for _, v in cfg.people()] == [str(folder)]
+    img, msg = inspect_source(cfg, None, str(folder))
+    assert img is not None and "fine-tuned person obama" in msg
+    path, summary = run_animation(cfg, None, str(folder), str(media["driver"]))
+    assert probe(path).num_frames == probe(media["driver"]).num_frames and path.endswith("obama_lp_d1.mp4")
 
 
 def test_webcam_frames(cfg, media):
