@@ -307,3 +307,19 @@ def test_live_cli_errors_are_one_line(ckpt, tmp_path):
                          env={**_env(), "DISPLAY": ""}, timeout=120)
     err = res.stderr.decode()
     assert res.returncode == 1 and "Traceback" not in err
+
+
+def test_commands_are_listed_with_their_options():
+    from typer.testing import CliRunner
+
+    from headpuppet.cli import build_app
+    from tests.conftest import strip_ansi
+
+    app = build_app(make_pm())
+    out = strip_ansi(CliRunner().invoke(app, ["--help"]).output)
+    assert "live" in out and "ui" in out
+    out = strip_ansi(CliRunner().invoke(app, ["ui", "--help"], env={"COLUMNS": "200"}).output)
+    assert "--host" in out and "127.0.0.1" in out and "--port" in out and "--share" in out
+    out = strip_ansi(CliRunner().invoke(app, ["live", "--help"], env={"COLUMNS": "200"}).output)
+    for opt in ("--output", "--preview", "--realtime", "--drop", "--stats", "--relative", "--paste-back"):
+        assert opt in out, opt
