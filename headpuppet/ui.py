@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import HeadpuppetError, MediaError, NoFaceError
+from .errors import HeadpuppetError, MediaError
 from .progress import Reporter, Task
 
 log = logging.getLogger("headpuppet.ui")
