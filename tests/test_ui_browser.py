@@ -31,8 +31,10 @@ CHROMIUM = os.environ.get("HEADPUPPET_CHROMIUM") or shutil.which("chromium") or 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--autoplay-policy=no-user-gesture-required"]
-PHOTO = "photos/fr_obama.jpg"
-DRIVER = "videos/lp_d1.mp4"          # 0.5 s, 13 frames, with audio
+# Absolute paths in HEADPUPPET_UI_PHOTO / HEADPUPPET_UI_DRIVER replace them (the committed screenshot
+# is made from public-domain media so that no face of ../shared is committed)
+PHOTO = os.environ.get("HEADPUPPET_UI_PHOTO", "photos/fr_obama.jpg")
+DRIVER = os.environ.get("HEADPUPPET_UI_DRIVER", "videos/lp_d1.mp4")   # 0.5 s, 13 frames, with audio
 
 
 def _free_port() -> int:
