@@ -184,3 +184,18 @@ def test_driver_whose_audio_ends_early_keeps_every_frame(run, ckpt, tmp_path):
     res = run("animate", shared_file("photos/fr_obama.jpg"), driver, "-o", out, "-c", ckpt, "--device", "cpu")
     assert res.exit_code == 0, res.text
     assert probe(out).num_frames == probe(driver).num_frames
+
+
+def test_precision_option(run, media, ckpt, tmp_path):
+    """--precision fp32 and bf16 both render; anything else is one line before any work."""
+    from headpuppet.video import probe
+
+    for precision in ("fp32", "bf16", "AUTO"):
+        out = tmp_path / f"{precision}.mp4"
+        res = run("animate", media["photo"], media["driver"], "-o", out, "--checkpoint", ckpt, "--device", "cpu",
+                  "--precision", precision)
+        assert res.exit_code == 0, res.text
+        assert probe(out).num_frames == N_FRAMES
+    bad = tmp_path / "bad.mp4"
+    res = run("animate", media["photo"], media["driver"], "-o", bad, "--checkpoint", ckpt, "--precision", "fp8")
+    assert res.exit_code == 2 and "--precision" in res.text and "fp8" in res.text and not bad.exists()

@@ -39,6 +39,15 @@ def _default_device(device: str | None = None) -> str:
     return str(resolve_device(device))
 
 
+def _check_precision(precision: str) -> str:
+    from ..inference import PRECISIONS
+
+    if precision.lower() not in PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+                                 param_hint="'--precision'")
+    return precision.lower()
+
+
 def register(app: typer.Typer, state) -> None:
     @app.command("animate", rich_help_panel="Pipeline")
     @handle_errors
@@ -64,6 +73,9 @@ def register(app: typer.Typer, state) -> None:
         paste: bool = typer.Option(False, "--paste-back", help="Put the result back into the full source photo."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda \\[default: cuda if available]."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per generator pass."),
+        precision: str = typer.Option("auto", "--precision",
+                                      help="How G runs: auto (bf16 where the device computes it natively, "
+                                           "else fp32), fp32 or bf16."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Landmark detector plugin \\[default: the checkpoint's]."),
         shots: int = typer.Option(8, "--shots", "-k", min=1, help="Frames sampled when SOURCE is a video."),
@@ -77,6 +89,7 @@ def register(app: typer.Typer, state) -> None:
         from ..outputs import check_not_input
         from ..sources import is_person_dir, load_source_images, open_driver
 
+        precision = _check_precision(precision)
         if len(paths) < 2:
             raise MediaError("give at least one SOURCE and one DRIVER: headpuppet animate photo.jpg driver.mp4")
         *sources, driver_path = paths
@@ -100,7 +113,7 @@ def register(app: typer.Typer, state) -> None:
 
         person_dir = len(sources) == 1 and is_person_dir(sources[0])
         if person_dir:
-            animator, person = Animator.from_person_dir(sources[0], device=device, pm=state.pm)
+            animator, person = Animator.from_person_dir(sources[0], device=device, pm=state.pm, precision=precision)
             det = animator.make_detector(detector)
         else:
             src = load_source_images(sources, k=shots)   # unreadable photos fail before the model loads
@@ -111,7 +124,7 @@ def register(app: typer.Typer, state) -> None:
                 raise CheckpointError(
                     f"no checkpoint at {ckpt}; pass --checkpoint with a run or checkpoint folder"
                     + ("" if checkpoint else " (the demo weights are not installed)"))
-            animator = Animator.from_checkpoint(ckpt, device=device, pm=state.pm)
+            animator = Animator.from_checkpoint(ckpt, device=device, pm=state.pm, precision=precision)
             det = animator.make_detector(detector)
             person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
         if finetune_steps:

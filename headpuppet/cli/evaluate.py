@@ -60,9 +60,15 @@ def register(app: typer.Typer, state) -> None:
         weights_dir: Optional[Path] = typer.Option(None, "--weights-dir",
                                                    help="Where `headpuppet weights` put FID/CSIM weights."),
         examples: int = typer.Option(4, "--examples", min=0, help="Videos shown in the example PNGs."),
+        precision: str = typer.Option("fp32", "--precision",
+                                      help="How G runs: fp32 (the protocol: the same table on every machine), "
+                                           "bf16 or auto."),
     ) -> None:
         """Reproduce the paper's self-reenactment table (FID, SSIM, CSIM, landmark error) with baselines."""
         from ..baselines import make_baseline
+        from .animate import _check_precision
+
+        precision = _check_precision(precision)
         from ..data.format import open_dataset
         from ..errors import HeadpuppetError, PluginError
         from ..evaluation import EvalSettings, ModelMethod, load_metrics, run_evaluation
@@ -97,7 +103,8 @@ def register(app: typer.Typer, state) -> None:
         if not no_model:
             from ..inference import Animator
 
-            animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm)
+            animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm,
+                                                precision=precision)
             if animator.size != dataset.size:
                 console.print(f"{data} has {dataset.size} px crops; resizing them to the model's {animator.size} px "
                               f"(frames and landmarks)", highlight=False, soft_wrap=True)
