@@ -39,6 +39,7 @@ class ModelConfig:
     disc_scales: int = 2             # for multi-scale discriminator variants
     generator: str = "paper"         # "paper" (G(y; psi)) or "warp" (warp-guided, headpuppet.models.warp_generator)
     projection_sn: bool = True       # spectral norm on P (psi = P e); false lets e modulate AdaIN freely
+    disc_pool: str = "sum-relu"      # D's V: "sum-relu" (the paper: ReLU after sum pooling) or "relu-sum" (BigGAN)
 
 
 @dataclass

@@ -271,3 +271,23 @@ def test_paper_256_builds_with_the_papers_sizes():
     # self-attention at 32x32 in G's encoder (256 channels) and at 64x64 in its decoder (128 channels)
     attn = [m for m in G.modules() if isinstance(m, SelfAttention)]
     assert sorted(m.query.in_channels for m in attn) == [128, 256]
+
+
+def test_disc_pool_relu_sum_keeps_a_gradient_where_sum_relu_is_dead():
+    """The paper's sum-then-ReLU gives V = 0 and no gradient once every pooled sum is negative (a
+    collapsed D: the constant score seen in the CPU-trained demo models); ReLU-then-sum does not."""
+    from headpuppet.models.discriminator import pool_features
+
+    h = torch.full((2, 4, 3, 3), -1.0)
+    h[:, :, 0, 0] = 2.0                       # one positive position; every channel sums to -6
+    for mode, alive in (("sum-relu", False), ("relu-sum", True)):
+        x = h.clone().requires_grad_(True)
+        v = pool_features(x, mode)
+        v.sum().backward()
+        assert bool(x.grad.abs().sum() > 0) is alive, mode
+        assert bool((v > 0).all()) is alive, mode
+    D = ProjectionDiscriminator(tiny(disc_pool="relu-sum"), 3).eval()
+    score, _ = D(images(B, 3, S, S), images(B, 3, S, S, seed=1), video_idx=torch.tensor([0, 1]))
+    assert score.shape == (B,) and torch.isfinite(score).all()
+    with pytest.raises(ConfigError, match="disc_pool"):
+        ProjectionDiscriminator(tiny(disc_pool="max"), 3)

@@ -225,6 +225,8 @@ def check_model_config(mcfg) -> None:
                               f"use some of {up}")
     if mcfg.disc_scales < 1 or s >> (mcfg.disc_scales - 1) < 8:
         raise ConfigError(f"model.disc_scales must be >= 1 and leave the smallest scale >= 8 px, got {mcfg.disc_scales}")
+    if getattr(mcfg, "disc_pool", "sum-relu") not in ("sum-relu", "relu-sum"):
+        raise ConfigError(f"model.disc_pool must be 'sum-relu' or 'relu-sum', got {mcfg.disc_pool!r}")
     if getattr(mcfg, "generator", "paper") not in ("paper", "warp"):
         raise ConfigError(f"model.generator must be 'paper' or 'warp', got {mcfg.generator!r}")
 

@@ -121,6 +121,7 @@ class _ConvPart(nn.Module):
         self.path = DownPath(6, image_size, 4, mcfg.ch, mcfg.max_ch, mcfg.attention_down,
                              sn=sn, norm=False, last_ch=mcfg.emb_dim)
         self.extra = ResBlockDown(mcfg.emb_dim, mcfg.emb_dim, sn=sn, downsample=False)
+        self.pool = getattr(mcfg, "disc_pool", "sum-relu")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
@@ -129,7 +130,19 @@ class _ConvPart(nn.Module):
         feats = self.path(torch.cat([x, y], dim=1))
         h = self.extra(feats[-1])                                # (B, N, 4, 4)
         feats.append(h)
-        return F.relu(h.sum(dim=(2, 3))), feats                  # (B, N)
+        return pool_features(h, self.pool), feats                # (B, N)
+
+
+def pool_features(h: torch.Tensor, mode: str = "sum-relu") -> torch.Tensor:
+    """``(B, N, H, W)`` -> ``(B, N)``: V of the projection discriminator.
+
+    ``"sum-relu"`` is the paper's (sum pooling, then ReLU). Its failure mode, seen in both CPU-trained
+    demo models: once the hinge loss has pushed every channel's pooled sum below zero, V is 0 for
+    every input, the score is the constant ``b`` and no gradient ever reaches the convolutions again.
+    ``"relu-sum"`` (BigGAN's order) keeps a gradient wherever any single position is positive."""
+    if mode == "relu-sum":
+        return F.relu(h).sum(dim=(2, 3))
+    return F.relu(h.sum(dim=(2, 3)))
 
 
 class MultiScaleDiscriminator(nn.Module):
