@@ -1,7 +1,9 @@
 """Benchmark of ``headpuppet animate``: ms per frame of G alone, and frames/s end to end
 (decode, landmarks, G, encode), for the demo checkpoint (or a random small-128 model when
-weights/demo is absent) and for the paper-256 preset (random weights: timing only), in fp32 and in
-bf16 autocast + channels_last, on CPU and on CUDA when available.
+weights/demo is absent) and for the paper-256 preset (random weights: timing only): the plain fp32
+path, the fast path (spectral norm folded) in fp32 and bf16, bf16 + channels_last; G's share of the
+machine's own 3x3-convolution throughput measured in the same run (``% of conv``); the bf16 fast
+path's difference from the fp32 plain path; on CPU and on CUDA when available.
 
     python bench/animate.py                      # everything that applies here
     python bench/animate.py --models paper-256 --devices cpu --frames 8 --repeats 3
@@ -53,27 +55,66 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int) -> float:
-    """Median ms per frame of G alone (landmark images prepared outside the timed region)."""
-    gen = animator.generator
+def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool):
+    """G (folded when ``fast``), and its inputs for ``batch`` frames: ``y``, ``psi`` and the source."""
+    gen = animator.generator.eval()
+    if fast:
+        gen = animator._folded(gen)
     gen.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     pts = np.repeat(person.points[:1], batch, 0)
     y = animator.landmark_images(pts)
     if channels_last:
         y = y.contiguous(memory_format=torch.channels_last)
-    psi = person.psi.expand(batch, -1)
+    return gen, y, person.psi.expand(batch, -1), animator.source_kwargs(gen, person, pts)
+
+
+def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int,
+                   fast: bool = False) -> float:
+    """Median ms per frame of G alone (landmark images and source tensors prepared outside the timed region)."""
+    gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast)
     dev = animator.device.type
     times = []
     for i in range(repeats + 1):  # the first run warms up (allocations, kernels)
         sync(dev)
         t = time.perf_counter()
-        with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            gen(y, psi=psi)
+        with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            gen(y, psi=psi, **src)
         sync(dev)
         if i:
             times.append(time.perf_counter() - t)
     gen.to(memory_format=torch.contiguous_format)
     return 1000 * float(np.median(times)) / batch
+
+
+def generator_gflop(animator, person, batch: int) -> float:
+    """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen, y, psi, src = _gen_inputs(animator, person, batch, False, True)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        gen(y, psi=psi, **src)
+    return counter.get_total_flops() / batch / 1e9
+
+
+def conv_probe(device: str, amp: str, channels_last: bool, repeats: int = 5) -> float:
+    """The machine's own 3x3-convolution throughput (GFLOP/s): 64 -> 64 channels at 64x64, batch 8,
+    the same precision and memory format; the ceiling a convolutional G can approach."""
+    x = torch.randn(8, 64, 64, 64, device=device)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device).eval()
+    if channels_last:
+        x, conv = x.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
+    times = []
+    for i in range(repeats + 1):
+        sync(device)
+        t = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                                                    enabled=amp == "bf16"):
+            conv(x)
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - t)
+    flops = 2 * 8 * 64 * 64 * 64 * 64 * 9
+    return flops / float(np.median(times)) / 1e9
 
 
 def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool, batch: int) -> tuple[float, dict]:
@@ -84,6 +125,15 @@ def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool
                       amp=amp, channels_last=channels_last)
     animator.generator.to(memory_format=torch.contiguous_format)
     return res.frames / res.seconds, res.timings
+
+
+def fidelity(animator, person, batch: int) -> tuple[float, float]:
+    """Mean and max absolute difference (0-255) of the bf16 fast path's frames from the fp32 plain path's."""
+    pts = person.points[:1] + np.linspace(-2, 2, batch, dtype=np.float32)[:, None, None]
+    ref = animator.render(person, pts, amp="fp32", fast=False).astype(np.int16)
+    out = animator.render(person, pts, amp="bf16", fast=True).astype(np.int16)
+    d = np.abs(out - ref)
+    return float(d.mean()), float(d.max())
 
 
 def main() -> None:
@@ -134,7 +184,7 @@ def main() -> None:
               f"mediapipe landmarks, H.264 encode; batch {args.batch}")
     print(f"# G alone: batch {args.batch}, median of {args.repeats} after one warm-up, ms per frame")
     print()
-    print(f"{'model':<36} {'device':<6} {'mode':<22} {'G ms/frame':>11} {'e2e frames/s':>13}  e2e split (s)")
+    print(f"{'model':<36} {'device':<6} {'mode':<26} {'G ms/frame':>11} {'% of conv':>10} {'e2e frames/s':>13}  e2e split (s)")
     for name in args.models:
         for device in devices:
             animator, note = build_animator(name, device, pm)
@@ -143,19 +193,31 @@ def main() -> None:
             params = count_parameters(animator.generator) / 1e6
             label = f"{name} ({S}px, G {params:.1f}M params)"
             print(f"# {name} on {device}: {note}")
-            for amp, cl in (("none", False), ("bf16", True)):
-                mode = "fp32" if amp == "none" else "bf16 autocast+ch_last"
+            gflop = generator_gflop(animator, person, args.batch)
+            mean_d, max_d = fidelity(animator, person, args.batch)
+            print(f"# {name}: G {gflop:.2f} GFLOP per frame; bf16 fast path vs fp32 plain path: mean |diff| "
+                  f"{mean_d:.2f}, max {max_d:.0f} (0-255); animator precision 'auto' -> {animator.precision}")
+            peaks = {}
+            for amp, cl, fast in (("none", False, False), ("none", False, True), ("bf16", False, True),
+                                  ("bf16", True, True)):
+                mode = ("fp32" if amp == "none" else "bf16") + (" folded" if fast else " plain") + (" ch_last" if cl else "")
                 try:
-                    ms = time_generator(animator, person, args.batch, amp, cl, args.repeats)
+                    ms = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast)
+                    if (amp, cl) not in peaks:
+                        peaks[(amp, cl)] = conv_probe(device, amp, cl)
                 except RuntimeError as exc:  # e.g. a CPU without bf16 kernels for some op
-                    print(f"{label:<36} {device:<6} {mode:<22} failed: {str(exc).splitlines()[0]}")
+                    print(f"{label:<36} {device:<6} {mode:<26} failed: {str(exc).splitlines()[0]}")
                     continue
+                pct = 100 * gflop / (ms / 1000) / peaks[(amp, cl)]
                 e2e, split = (float("nan"), {})
-                if driver is not None:
+                if driver is not None and fast:
                     e2e, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                 split_txt = "  ".join(f"{k} {v:.2f}" for k, v in split.items())
-                print(f"{label:<36} {device:<6} {mode:<22} {ms:>11.1f} {e2e:>13.2f}  {split_txt}")
+                print(f"{label:<36} {device:<6} {mode:<26} {ms:>11.1f} {pct:>9.0f}% {e2e:>13.2f}  {split_txt}")
                 sys.stdout.flush()
+            print(f"# conv probe (3x3, 64ch, 64x64, batch 8) GFLOP/s: "
+                  + ", ".join(f"{'fp32' if a == 'none' else 'bf16'}{' ch_last' if c else ''} {v:.0f}"
+                              for (a, c), v in peaks.items()))
     tmpdir.cleanup()
 
 
