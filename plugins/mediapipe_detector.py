@@ -51,6 +51,11 @@ mean 2D distance of the four boundary points to the centre.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+
 import numpy as np
 
 from headpuppet import hookimpl
@@ -165,16 +170,18 @@ class MediaPipeDetector:
         self._open()
 
     def _open(self) -> None:
-        # Imported here so `headpuppet plugins` and `--help` never pay for loading mediapipe.
-        from mediapipe.python.solutions import face_mesh
+        # Imported here so `headpuppet plugins` and `--help` never pay for loading mediapipe; and
+        # imported muted, since its native loggers keep the stderr they find at import time.
+        with native_stderr_muted():
+            from mediapipe.python.solutions import face_mesh
 
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=self.static_image_mode,
-            max_num_faces=self.max_faces,
-            refine_landmarks=self.refine_landmarks,
-            min_detection_confidence=self.min_confidence,
-            min_tracking_confidence=self.min_confidence,
-        )
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=self.static_image_mode,
+                max_num_faces=self.max_faces,
+                refine_landmarks=self.refine_landmarks,
+                min_detection_confidence=self.min_confidence,
+                min_tracking_confidence=self.min_confidence,
+            )
 
     def reset(self) -> None:
         """Forget the faces tracked so far (call before each new video)."""
@@ -183,7 +190,8 @@ class MediaPipeDetector:
 
     def close(self) -> None:
         if self._mesh is not None:
-            self._mesh.close()
+            with native_stderr_muted():
+                self._mesh.close()
             self._mesh = None
 
     def __enter__(self) -> "MediaPipeDetector":
@@ -201,7 +209,8 @@ class MediaPipeDetector:
         if self._mesh is None:
             self._open()
         h, w = frame.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(frame))
+        with native_stderr_muted():
+            result = self._mesh.process(np.ascontiguousarray(frame))
         faces: list[Face] = []
         for lms in result.multi_face_landmarks or []:
             # Normalised coordinates -> pixels; z shares x's scale (MediaPipe's convention).
@@ -209,6 +218,33 @@ class MediaPipeDetector:
             faces.append(Face(points=mesh_to_ibug(mesh), iris=mesh_iris(mesh) if self.has_iris else None))
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+    """Mute file descriptor 2 while MediaPipe's C++ loads and runs: absl, TFLite and its calculators
+    write their start-up chatter ("Feedback manager requires...", "Created TensorFlow Lite XNNPACK
+    delegate") there directly, past Python's logging, about a thousand lines in one ``evaluate``.
+    The native loggers keep the descriptor they find when mediapipe is imported, so the import must
+    happen in here too. Shown with ``-vv`` (which sets ``HEADPUPPET_NATIVE_LOGS=1``, inherited by
+    worker processes) or that variable."""
+    if os.environ.get("HEADPUPPET_NATIVE_LOGS") or logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @hookimpl

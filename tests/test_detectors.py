@@ -276,3 +276,22 @@ def test_face_alignment_listed_as_available_with_the_package(monkeypatch, tmp_pa
     assert result.exit_code == 0, strip_ansi(result.output)
     row = next(r for r in json.loads(result.output) if r["name"] == "face-alignment")
     assert row["available"] is True and row["distribution"] == "headpuppet"
+
+
+def test_native_stderr_is_muted_unless_asked_for(capfd, monkeypatch):
+    """MediaPipe's C++ writes to file descriptor 2 directly; the detector mutes it around its calls
+    (-vv, i.e. HEADPUPPET_NATIVE_LOGS=1, shows it) and always restores it."""
+    import os
+
+    from headpuppet_plugins.mediapipe_detector import native_stderr_muted
+
+    monkeypatch.delenv("HEADPUPPET_NATIVE_LOGS", raising=False)
+    with native_stderr_muted():
+        os.write(2, b"native chatter\n")
+    os.write(2, b"ours\n")
+    err = capfd.readouterr().err
+    assert "native chatter" not in err and "ours" in err
+    monkeypatch.setenv("HEADPUPPET_NATIVE_LOGS", "1")
+    with native_stderr_muted():
+        os.write(2, b"native chatter\n")
+    assert "native chatter" in capfd.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class CliState:
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if verbose > 1:
+        os.environ["HEADPUPPET_NATIVE_LOGS"] = "1"  # native libraries' own stderr lines too (mediapipe)
     root = logging.getLogger()
     for h in list(root.handlers):
         if isinstance(h, RichHandler):
