@@ -35,22 +35,22 @@ class AnimatorCache:
     def __init__(self, pm=None, size: int = 3):
         self.pm = pm
         self.size = size
-        self._items: dict[tuple[str, str, float], Any] = {}
+        self._items: dict[tuple[str, str, float, str], Any] = {}
         self._lock = threading.Lock()
 
-    def get(self, checkpoint: str | Path | None, device: str = "cpu"):
+    def get(self, checkpoint: str | Path | None, device: str = "cpu", precision: str = "auto"):
         from .inference import Animator, default_checkpoint
 
         ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
         if not ckpt.exists():
-            raise CheckpointError(f"no checkpoint at {ckpt}; pass a run or checkpoint folder"
+            raise CheckpointError(f"no checkpoint at {ckpt}; pass --checkpoint with a run or checkpoint folder"
                                   + ("" if checkpoint else " (the demo weights are not installed)"))
-        key = (str(ckpt.resolve()), str(device), _mtime(ckpt))
+        key = (str(ckpt.resolve()), str(device), _mtime(ckpt), precision)
         with self._lock:
             if key in self._items:
                 self._items[key] = self._items.pop(key)   # most recent last
                 return self._items[key]
-            animator = Animator.from_checkpoint(ckpt, device=device, pm=self.pm)
+            animator = Animator.from_checkpoint(ckpt, device=device, pm=self.pm, precision=precision)
             self._items[key] = animator
             while len(self._items) > self.size:
                 self._items.pop(next(iter(self._items)))
@@ -66,13 +66,15 @@ def _mtime(path: Path) -> float:
 
 def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = None, device: str = "cpu",
                 pm=None, detector: str | None = None, shots: int = 8, finetune_steps: int = 0,
-                reporter: Reporter | None = None, cache: AnimatorCache | None = None) -> Loaded:
+                reporter: Reporter | None = None, cache: AnimatorCache | None = None,
+                precision: str = "auto") -> Loaded:
     """The model and person ``animate`` would use for ``sources`` (same checks, same messages).
 
     A single fine-tuned person folder brings its own networks (``checkpoint`` is then ignored);
     anything else is read with :func:`~headpuppet.sources.load_source_images` (unreadable photos
     fail before the model loads), embedded by ``checkpoint`` (default: the demo model) and, with
-    ``finetune_steps``, fine-tuned on its shots (paper section 3.4).
+    ``finetune_steps``, fine-tuned on its shots (paper section 3.4). ``precision`` is how G renders
+    (:func:`~headpuppet.inference.resolve_precision`).
     """
     from .errors import MediaError
     from .inference import Animator
@@ -83,11 +85,11 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
         raise MediaError("no SOURCE given; pass a photo, several photos, a folder of photos, a video "
                          "or a fine-tuned person folder")
     if len(sources) == 1 and is_person_dir(sources[0]):
-        animator, person = Animator.from_person_dir(sources[0], device=device, pm=pm)
+        animator, person = Animator.from_person_dir(sources[0], device=device, pm=pm, precision=precision)
         det = animator.make_detector(detector)
     else:
-        src = load_source_images(sources, k=shots)
-        animator = (cache or AnimatorCache(pm)).get(checkpoint, device)
+        src = load_source_images(sources, k=shots)   # unreadable photos fail before the model loads
+        animator = (cache or AnimatorCache(pm)).get(checkpoint, device, precision)
         det = animator.make_detector(detector)
         person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
     if finetune_steps:

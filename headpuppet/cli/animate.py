@@ -85,9 +85,10 @@ def register(app: typer.Typer, state) -> None:
         import time
 
         from ..errors import MediaError
-        from ..inference import Animator, animate as run_animate, default_checkpoint
+        from ..inference import animate as run_animate
         from ..outputs import check_not_input
-        from ..sources import is_person_dir, load_source_images, open_driver
+        from ..session import load_person
+        from ..sources import open_driver
 
         precision = _check_precision(precision)
         if len(paths) < 2:
@@ -101,7 +102,7 @@ def register(app: typer.Typer, state) -> None:
             return run_live_command(state, sources, driver_path, output=None if output is None else str(output),
                                     checkpoint=checkpoint, finetune_steps=finetune_steps, relative=relative,
                                     smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
-                                    device=device, detector=detector, shots=shots)
+                                    device=device, detector=detector, shots=shots, precision=precision)
         out = output or default_output(sources, driver_path)
         check_writable(out)                                   # before any work
         check_not_input(out, [("source", s) for s in sources]
@@ -111,24 +112,9 @@ def register(app: typer.Typer, state) -> None:
         reporter = RichReporter()
         t0 = time.perf_counter()
 
-        person_dir = len(sources) == 1 and is_person_dir(sources[0])
-        if person_dir:
-            animator, person = Animator.from_person_dir(sources[0], device=device, pm=state.pm, precision=precision)
-            det = animator.make_detector(detector)
-        else:
-            src = load_source_images(sources, k=shots)   # unreadable photos fail before the model loads
-            ckpt = checkpoint or default_checkpoint()
-            if not Path(ckpt).exists():
-                from ..errors import CheckpointError
-
-                raise CheckpointError(
-                    f"no checkpoint at {ckpt}; pass --checkpoint with a run or checkpoint folder"
-                    + ("" if checkpoint else " (the demo weights are not installed)"))
-            animator = Animator.from_checkpoint(ckpt, device=device, pm=state.pm, precision=precision)
-            det = animator.make_detector(detector)
-            person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
-        if finetune_steps:
-            person = animator.fine_tune(person, finetune_steps, reporter=reporter)
+        loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=state.pm, detector=detector,
+                             shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
+        animator, person, det = loaded.animator, loaded.person, loaded.detector
 
         result = run_animate(animator, person, driver, out, detector=det, relative=relative,
                              smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,

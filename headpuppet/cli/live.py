@@ -22,7 +22,8 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
                      input_format: str | None = None, input_args: str | None = None, realtime: bool = False,
                      drop: bool | None = None, fps: float | None = None, max_frames: int | None = None,
                      duration: float | None = None, stream_format: str | None = None,
-                     reference_frames: int = 5, stats_path: Path | None = None, max_width: int = 640) -> None:
+                     reference_frames: int = 5, stats_path: Path | None = None, max_width: int = 640,
+                     precision: str = "auto") -> None:
     """The live run behind ``live`` and ``animate`` with a stream DRIVER; prints only to stderr
     (stdout may be the video stream)."""
     from ..errors import MediaError
@@ -48,7 +49,7 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
     device = _default_device(device)
     reporter = RichReporter(console=err_console)
     loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=state.pm, detector=detector,
-                         shots=shots, finetune_steps=finetune_steps, reporter=reporter)
+                         shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
     source = FrameSource(driver, input_format=input_format, extra_args=parse_input_args(input_args),
                          realtime=realtime, drop_late=drop, max_width=max_width)
     sinks: list = []
