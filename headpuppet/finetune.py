@@ -110,15 +110,14 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     with reporter.task("fine-tune", total=steps) as task:
         for step in range(1, steps + 1):
             idx = torch.from_numpy(rng.choice(T, size=batch_size, replace=T < batch_size)).to(device)
+            b = len(idx)
             batch = {"target": reals[idx], "target_landmarks": ys[idx], "target_points": pts[idx]}
             if warp_guided:
                 # the warp-guided G warps one of the T frames onto the target; never the target
                 # itself (that would teach it to copy), unless there is only one frame
-                b = len(idx)
                 batch.update(shots=reals[None].expand(b, -1, -1, -1, -1), shot_points=pts[None].expand(b, -1, -1, -1))
                 if T > 1:
                     batch["shot_allowed"] = idx[:, None] != torch.arange(T, device=device)[None]
-            b = len(idx)
             d = discriminator_step(_Nets, batch, opt_d, cfg, w=w.expand(b, -1), psi=psi.detach().expand(b, -1),
                                    autocast=ac, match_w=False)
             g = generator_step(_Nets, batch, opt_g, content_loss, cfg, w=w.detach().expand(b, -1),

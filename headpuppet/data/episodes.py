@@ -85,26 +85,21 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return np.concatenate([[target], rng.choice(others, self.k, replace=True)])
 
     def _image(self, record, i: int) -> np.ndarray:
-        frame = record.frame(int(i))
-        if frame.shape[0] != self.size or frame.shape[1] != self.size:
-            import cv2
+        from .format import resize_frame
 
-            interp = cv2.INTER_AREA if frame.shape[0] > self.size else cv2.INTER_CUBIC
-            frame = cv2.resize(frame, (self.size, self.size), interpolation=interp)
-        return frame
+        return resize_frame(record.frame(int(i)), self.size)
 
     def _points(self, record, i: int) -> np.ndarray:
         """``(68, 2)`` landmarks of frame ``i`` in pixels of the returned ``S x S`` images."""
         return np.asarray(record.landmarks[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
 
-    def _landmark_image(self, record, i: int) -> np.ndarray:
+    def _landmark_image(self, record, i: int, points: np.ndarray) -> np.ndarray:
+        """The landmark image of frame ``i`` from its ``points`` (:meth:`_points`)."""
         from ..landmarks import rasterise
 
-        scale = self.size / float(self.index.size)
-        points = self._points(record, i)
         iris = None
         if self.iris and record.iris is not None:
-            iris = np.asarray(record.iris[int(i)], dtype=np.float32) * scale
+            iris = np.asarray(record.iris[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
         return rasterise(points, self.size, iris=iris)
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
@@ -117,9 +112,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         record = self.videos[int(video)]
         frames = self.choose_frames(record.num_frames, epoch, video, repeat)
         images = np.stack([self._image(record, f) for f in frames])          # (K+1, S, S, 3)
-        marks = np.stack([self._landmark_image(record, f) for f in frames])  # (K+1, S, S, 3)
+        points = np.stack([self._points(record, f) for f in frames])         # (K+1, 68, 2) crop px
+        marks = np.stack([self._landmark_image(record, f, p) for f, p in zip(frames, points)])  # (K+1, S, S, 3)
         images, marks = to_tensor(images), to_tensor(marks)                  # (K+1, 3, S, S)
-        points = torch.from_numpy(np.stack([self._points(record, f) for f in frames]))  # (K+1, 68, 2)
+        points = torch.from_numpy(points)
         extra = {}
         if self.warp_source == "random":
             # the warp-guided G warps one random shot, not the nearest in pose: what a single photo

@@ -146,6 +146,16 @@ class VideoRecord:
         return np.stack([self.frame(int(i)) for i in indices])
 
 
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """A stored ``(S, S, 3)`` frame at ``size x size`` (INTER_AREA down, cubic up; itself at its size)."""
+    if frame.shape[0] == size and frame.shape[1] == size:
+        return frame
+    import cv2
+
+    interp = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(frame, (size, size), interpolation=interp)
+
+
 class ResizedRecord:
     """A :class:`VideoRecord` seen at another crop size: frames resized (INTER_AREA down, cubic up),
     landmarks and irises scaled with them. Everything else is the record's own."""
@@ -167,11 +177,7 @@ class ResizedRecord:
         return None if iris is None else iris * np.float32(self.scale)  # (cx, cy, r) all scale
 
     def frame(self, i: int) -> np.ndarray:
-        import cv2
-
-        img = self.record.frame(i)
-        interp = cv2.INTER_AREA if self.size < img.shape[0] else cv2.INTER_CUBIC
-        return cv2.resize(img, (self.size, self.size), interpolation=interp)
+        return resize_frame(self.record.frame(i), self.size)
 
     def frames(self, indices) -> np.ndarray:
         return np.stack([self.frame(int(i)) for i in indices])

@@ -133,11 +133,11 @@ class MetaTrainer:
         self._notes: list[str] = []  # said once the reporter exists
         self._candidates: list[Path] = []
         self.resume_folder, resume_meta = self._pick_resume(resume) if resume is not None else (None, None)
-        self.loss_changes: list[str] = []
+        self.setting_changes: list[str] = []
         if resume_meta is not None:
             saved = from_dict(resume_meta["config"])
             cfg = self._resume_config(cfg, saved)
-            self.loss_changes = self._loss_changes(cfg, saved)
+            self.setting_changes = self._setting_changes(cfg, saved)
         if cfg is None:
             raise ValueError("meta_train needs a config (or resume=)")
         self.cfg = cfg
@@ -211,9 +211,9 @@ class MetaTrainer:
     # ------------------------------------------------------------------------------------ resume
     @staticmethod
     def _resume_config(cfg: Config | None, saved: Config) -> Config:
-        """The config to continue with. The model must be the checkpoint's; loss weights may change
-        (a curriculum: e.g. an identity term added after the first steps), and each change is
-        returned in ``self.loss_changes`` to be reported and written to the run's ``changes.jsonl``."""
+        """The config to continue with. The model must be the checkpoint's; loss weights and train
+        settings may change (a curriculum: e.g. an identity term added after the first steps), each
+        change listed by :meth:`_setting_changes`, reported and written to the run's ``changes.jsonl``."""
         if cfg is None:
             return saved
         a, b = to_dict(cfg.model), to_dict(saved.model)
@@ -226,7 +226,7 @@ class MetaTrainer:
         return cfg
 
     @staticmethod
-    def _loss_changes(cfg: Config, saved: Config) -> list[str]:
+    def _setting_changes(cfg: Config, saved: Config) -> list[str]:
         """``"section.key: old -> new"`` for every loss and train setting (but the step count) that
         differs from the checkpoint's."""
         out = []
@@ -410,11 +410,11 @@ class MetaTrainer:
         end = tc.steps if max_steps is None else min(tc.steps, self.step + max_steps)
         if self.dist.is_main and self.data.skipped:
             self.reporter.warn(f"{len(self.data.skipped)} video(s) with fewer than 2 frames skipped")
-        if self.dist.is_main and self.loss_changes:
+        if self.dist.is_main and self.setting_changes:
             # config.yaml now holds the new weights; changes.jsonl keeps when each came in
             with open(self.run_dir / "changes.jsonl", "a") as f:
-                f.write(json.dumps({"step": self.step, "changes": self.loss_changes}) + "\n")
-            self.reporter.warn(f"resuming at step {self.step} with changed settings: {'; '.join(self.loss_changes)}")
+                f.write(json.dumps({"step": self.step, "changes": self.setting_changes}) + "\n")
+            self.reporter.warn(f"resuming at step {self.step} with changed settings: {'; '.join(self.setting_changes)}")
         if self.dist.is_main and self.step == 0 and not self.resume_folder:
             self.reporter.info(f"run folder {self.run_dir}: {self.data.num_videos} videos, "
                                f"batch {tc.batch_size} x {self.dist.world_size} process(es), K={tc.k_shots}, "
