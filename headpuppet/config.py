@@ -53,6 +53,7 @@ class LossConfig:
     fm: float = 10.0                 # feature matching over D's block activations
     mch: float = 80.0                # L1(e_i, W_i)
     generated_l1: float = 0.0        # warp-guided G: L1 of its own drawing (before the blend) to the target
+    ssim: float = 0.0                # 1 - SSIM(x_hat, x) (beyond the paper; the structure evaluate measures)
 
 
 @dataclass
@@ -182,7 +183,7 @@ _RANGES = [
     ("model.emb_dim", 1, None, False), ("model.gen_bottleneck", 1, None, False),
     ("model.gen_res_blocks", 0, None, False), ("model.disc_scales", 1, None, False),
     ("loss.adv", 0, None, False), ("loss.fm", 0, None, False), ("loss.mch", 0, None, False),
-    ("loss.generated_l1", 0, None, False),
+    ("loss.generated_l1", 0, None, False), ("loss.ssim", 0, None, False),
     ("train.steps", 1, None, False), ("train.batch_size", 1, None, False), ("train.k_shots", 1, None, False),
     ("train.lr_g", 0, None, True), ("train.lr_d", 0, None, True), ("train.ema", 0, 1, False),
     ("train.num_workers", 0, None, False), ("train.log_every", 1, None, False),

@@ -86,6 +86,39 @@ class ContentLoss(nn.Module):
         return out
 
 
+def ssim_map(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -> torch.Tensor:
+    """Per-image structural similarity of ``a`` and ``b`` ``(B, C, H, W)`` -> ``(B,)``, differentiable.
+
+    The same definition as :func:`headpuppet.evaluation.ssim` (scikit-image's defaults: a 7x7 uniform
+    window over the valid area, sample covariance, K1 = 0.01, K2 = 0.03, mean over pixels and
+    channels), so a training term on it optimises the number ``evaluate`` reports. Images are in
+    ``[-1, 1]``; they are mapped to ``[0, 1]`` first, since SSIM's luminance term is not shift-invariant.
+    """
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < win_size:
+        raise ValueError(f"ssim_map: a {a.shape[-2]}x{a.shape[-1]} image is smaller than the {win_size}x{win_size} window")
+    a, b = (a + 1) / 2, (b + 1) / 2
+
+    def mean(t):  # uniform window over the valid area: what skimage keeps after cropping its reflected border
+        return F.avg_pool2d(t, win_size, stride=1)
+
+    ux, uy = mean(a), mean(b)
+    cov = win_size * win_size / (win_size * win_size - 1)
+    vx = cov * (mean(a * a) - ux * ux)
+    vy = cov * (mean(b * b) - uy * uy)
+    vxy = cov * (mean(a * b) - ux * uy)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2  # K1, K2 times the data range, 1
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``mean(1 - SSIM(fake, real))`` for images in ``[-1, 1]``; ``real`` is a constant target.
+    Used as ``loss.ssim`` (weight); a structure term next to the content loss, beyond the paper."""
+    return (1.0 - ssim_map(fake, real.detach())).mean()
+
+
 def hinge_d(real_score: torch.Tensor, fake_score: torch.Tensor) -> dict[str, torch.Tensor]:
     """L_DSC, the discriminator's hinge loss, as two terms (their sum is L_DSC).
 

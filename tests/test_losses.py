@@ -148,3 +148,36 @@ def test_content_loss_passes_landmarks_only_to_networks_that_take_them(pm):
     assert float(out["plain"]) == pytest.approx(2.0)
     loss_fn(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))
     assert seen["aligned"] is None
+
+
+def test_ssim_loss_matches_evaluate_ssim_and_trains_fake_only():
+    """The training term measures what `evaluate` reports: torch SSIM equals the numpy metric (the
+    skimage definition) on real-looking images, and its gradient reaches the fake only."""
+    import numpy as np
+    from skimage import data
+
+    from headpuppet.evaluation import ssim
+    from headpuppet.losses import ssim_loss, ssim_map
+
+    img = data.astronaut()[::4, ::4][:96, :96].astype(np.float64)  # (96, 96, 3)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(img + rng.normal(0, 25, img.shape), 0, 255)
+    blurred = (img + np.roll(img, 1, 0) + np.roll(img, 1, 1) + np.roll(img, (1, 1), (0, 1))) / 4
+    a = np.stack([img, img])
+    b = np.stack([noisy, blurred])
+    ref = ssim(a, b)
+    ta = torch.tensor(a.transpose(0, 3, 1, 2) / 127.5 - 1, dtype=torch.float64)
+    tb = torch.tensor(b.transpose(0, 3, 1, 2) / 127.5 - 1, dtype=torch.float64, requires_grad=True)
+    got = ssim_map(tb, ta).detach().numpy()
+    assert np.allclose(got, ref, atol=1e-9), (got, ref)
+    assert ref[0] < 0.8 and ref[1] < 0.99  # both pairs differ: the check is not 1 == 1
+    assert float(ssim_loss(ta, ta)) == pytest.approx(0.0, abs=1e-12)
+
+    real = ta.clone().requires_grad_(True)
+    loss = ssim_loss(tb, real)
+    loss.backward()
+    assert loss.item() == pytest.approx(float((1 - ref).mean()), abs=1e-9)
+    assert tb.grad is not None and tb.grad.abs().sum() > 0
+    assert real.grad is None
+    with pytest.raises(ValueError, match="window"):
+        ssim_map(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5))

@@ -225,8 +225,9 @@ def test_random_warp_source_allows_one_shot_deterministically(tmp_path):
         EpisodeDataset(index, k_shots=3, warp_source="farthest")
 
 
-def test_generated_l1_trains_the_drawing_behind_the_mask(tmp_path):
-    """loss.generated_l1 adds a term on G's own drawing (before the blend), which shows in the stats."""
+def test_generated_l1_and_ssim_terms_show_in_the_stats(tmp_path):
+    """loss.generated_l1 adds a term on G's own drawing (before the blend) and loss.ssim one on the
+    output's structure; each shows in the stats when its weight is set, and not otherwise."""
     import json
 
     from headpuppet.training import meta_train
@@ -235,10 +236,12 @@ def test_generated_l1_trains_the_drawing_behind_the_mask(tmp_path):
     data = make_dataset(tmp_path / "data")
     cfg = tiny_config(steps=2)
     cfg.model.generator, cfg.model.projection_sn = "warp", False
-    cfg.loss.generated_l1 = 5.0
+    cfg.loss.generated_l1, cfg.loss.ssim = 5.0, 3.0
     run = meta_train(cfg, data, out_root=tmp_path / "runs", device="cpu")
     rec = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
     assert rec["Loss/G/generated_l1"] > 0
-    cfg.loss.generated_l1 = 0.0
+    assert 0 < rec["Loss/G/ssim"] <= 3.0 * 2  # 1 - SSIM lies in [0, 2]
+    cfg.loss.generated_l1, cfg.loss.ssim = 0.0, 0.0
     run = meta_train(cfg, data, out_root=tmp_path / "runs", device="cpu")
-    assert "Loss/G/generated_l1" not in json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    rec = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert "Loss/G/generated_l1" not in rec and "Loss/G/ssim" not in rec

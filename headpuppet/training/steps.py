@@ -135,7 +135,7 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.losses.ContentLoss`,
     whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
     """
-    from ..losses import adversarial_g, embedding_match, feature_matching
+    from ..losses import adversarial_g, embedding_match, feature_matching, ssim_loss
     from ..models.warp_generator import needs_source
 
     ac = autocast or nullcontext
@@ -161,6 +161,8 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
         # the target's landmarks let face networks (dlib-identity) cut an aligned chip
         for name, value in content_loss(fake.float(), real.float(), points=batch.get("target_points")).items():
             out[f"Loss/G/{name}"] = value
+        if getattr(cfg.loss, "ssim", 0.0) > 0:
+            out["Loss/G/ssim"] = cfg.loss.ssim * ssim_loss(fake.float(), real.float())
         if drawn is not None:
             out["Loss/G/generated_l1"] = cfg.loss.generated_l1 * torch.nn.functional.l1_loss(drawn.float(), real.float())
         out["Loss/G/adv"] = cfg.loss.adv * adversarial_g(fake_score.float())
