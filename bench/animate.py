@@ -149,11 +149,11 @@ def main() -> None:
     ap.add_argument("--no-end-to-end", action="store_true")
     args = ap.parse_args()
 
-    from headpuppet.imaging import read_image
+    from headpuppet.media.imaging import read_image
     from headpuppet.models import count_parameters
     from headpuppet.plugins import make_plugin_manager, registry
     from headpuppet.sources import open_driver
-    from headpuppet.video import VideoWriter, read_frames
+    from headpuppet.media.video import VideoWriter, read_frames
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -61,7 +61,7 @@ def detect_all(detector, frames: np.ndarray) -> np.ndarray:
 
 def descriptors(net, images: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Raw 128-d dlib descriptors (NaN rows where no landmarks)."""
-    from headpuppet.imaging import to_tensor
+    from headpuppet.media.imaging import to_tensor
     from headpuppet.nets.dlib_resnet import extract_chips
 
     ok = np.isfinite(points).all((1, 2))
@@ -92,8 +92,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from headpuppet.baselines import tps_warp
-    from headpuppet.crop import crop_frame
-    from headpuppet.imaging import read_image, write_image
+    from headpuppet.media.crop import crop_frame
+    from headpuppet.media.imaging import read_image, write_image
     from headpuppet.inference import Animator, default_checkpoint, track_driver
     from headpuppet.nets.dlib_resnet import SAME_PERSON_THRESHOLD, load_dlib_resnet
     from headpuppet.retarget import prepare_track
@@ -160,7 +160,7 @@ def main() -> None:
             s["within"].append(within), s["corr"].append(corr), s["dist"].append(rec["dist_to_source_median"])
             s["to_driver"].append(rec["dist_to_driver_median"]), s["flicker"].append(flicker)
         if args.show_driver == "landmarks":
-            from headpuppet.landmarks import rasterise
+            from headpuppet.media.landmarks import rasterise
 
             drv_frames = np.stack([rasterise(p, animator.size) for p in points[:n]])
         rows.append((person.frames[0], drv_frames, outputs))

@@ -40,7 +40,7 @@ def main() -> None:
     from headpuppet.evaluation import DlibCSIMMetric, MetricBatch
     from headpuppet.nets.dlib_resnet import extract_chips, load_dlib_resnet
     from headpuppet.plugins import make_plugin_manager, registry
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     n = args.batch * args.batches + 1
     frames = [cv2.resize(f, (args.size, args.size), interpolation=cv2.INTER_AREA)

@@ -27,7 +27,7 @@ DLIB_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "headpuppet-dli
 
 
 def read(path: Path, limit: int) -> list[np.ndarray]:
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     return list(read_frames(path, max_frames=limit))
 

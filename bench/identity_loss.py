@@ -71,7 +71,7 @@ def crop_check(net, dataset: Path, per_video: int) -> None:
     import torch.nn.functional as F
 
     from headpuppet.data.format import open_dataset
-    from headpuppet.imaging import to_tensor
+    from headpuppet.media.imaging import to_tensor
     from headpuppet.nets.dlib_resnet import FIXED_CROP, DlibIdentity, align_chips, chip_details
 
     ident = DlibIdentity(net, layers=("descriptor",))

@@ -37,7 +37,7 @@ def main() -> None:
 
     from headpuppet.plugins import make_plugin_manager
     from headpuppet.preprocess import preprocess
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     if not args.video.exists():
         sys.exit(f"video not found: {args.video} (give --video)")

@@ -317,7 +317,7 @@ class FIDMetric:
     def features(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        from .imaging import to_tensor
+        from .media.imaging import to_tensor
 
         out = []
         with torch.no_grad():
@@ -359,7 +359,7 @@ class CSIMMetric(_PairedMetric):
     def embed(self, images: np.ndarray, points: np.ndarray) -> np.ndarray:
         import torch
 
-        from .imaging import to_tensor
+        from .media.imaging import to_tensor
         from .nets.facerec import align_faces
 
         faces = align_faces(images, points, self.input_size)  # (B, 112, 112, 3)
@@ -402,7 +402,7 @@ class DlibCSIMMetric(_PairedMetric):
         (NaN rows, i.e. failed frames, where the landmarks are not finite)."""
         import torch
 
-        from .imaging import to_tensor
+        from .media.imaging import to_tensor
         from .nets.dlib_resnet import extract_chips
 
         images, points = np.asarray(images), np.asarray(points, np.float64)

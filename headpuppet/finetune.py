@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .imaging import to_tensor, to_uint8, write_image
+from .media.imaging import to_tensor, to_uint8, write_image
 from .progress import NULL, Reporter
 
 
 def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi, rows: int = 4) -> np.ndarray:
     """Grid with one row per frame: source shot | landmark image | generated | real."""
-    from .landmarks import rasterise
+    from .media.landmarks import rasterise
 
     idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     y = animator.landmark_images(points[idx], None if person.iris is None else person.iris[idx])

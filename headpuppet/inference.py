@@ -35,7 +35,7 @@ import torch
 
 from .config import Config, from_dict, to_dict
 from .errors import CheckpointError, HeadpuppetError, MediaError, NoFaceError
-from .imaging import read_image, to_tensor, to_uint8, write_image
+from .media.imaging import read_image, to_tensor, to_uint8, write_image
 from .progress import NULL, Reporter
 from .sources import PERSON_FORMAT, Driver
 
@@ -61,7 +61,7 @@ class Person:
         w: ``(1, N)`` discriminator projection vector ``w0 + e`` (or the fine-tuned ``w'``); None
             when no discriminator was loaded.
         image: the full first source image ``(H, W, 3)`` (for paste-back), or None.
-        box: the crop box of the first shot in ``image`` (a :class:`headpuppet.crop.CropBox`).
+        box: the crop box of the first shot in ``image`` (a :class:`headpuppet.media.crop.CropBox`).
         labels: where each shot came from.
         faces_found: faces detected in each shot (the largest was used).
         generator / discriminator: fine-tuned networks; None means the animator's own.
@@ -150,7 +150,7 @@ class Animator:
         """Load a fine-tuned person folder: an animator around its G/D and the :class:`Person`."""
         from safetensors.torch import load_file
 
-        from .crop import CropBox
+        from .media.crop import CropBox
         from .models import build_networks
 
         path = Path(path)
@@ -209,7 +209,7 @@ class Animator:
 
     def landmark_images(self, points: np.ndarray, iris: np.ndarray | None = None) -> torch.Tensor:
         """``(B, 68, 2)`` crop px (+ ``(B, 2, 3)`` iris) -> ``(B, 3, S, S)`` float in [-1, 1] on the device."""
-        from .landmarks import rasterise
+        from .media.landmarks import rasterise
 
         use_iris = self.uses_iris and iris is not None
         imgs = np.stack([rasterise(p, self.size, iris=iris[i] if use_iris else None)
@@ -225,7 +225,7 @@ class Animator:
         ``Person.faces_found`` (and reported as a warning). A shot without a face raises
         :class:`NoFaceError`.
         """
-        from .crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+        from .media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 
         if self.embedder is None:
             raise CheckpointError(f"{self.source} has no embedder, so it cannot take new source photos; "
@@ -548,7 +548,7 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
 
     Returns ``(points (T, 68, 2) crop px, found (T,), iris (T, 2, 3) | None, box)``.
     """
-    from .crop import face_crop_box, iris_to_crop, to_crop
+    from .media.crop import face_crop_box, iris_to_crop, to_crop
 
     reporter = reporter or NULL
     detector.reset()
@@ -594,9 +594,9 @@ def animate(animator: Animator, person: Person, driver: Driver, output: str | Pa
     decodes again, renders with G in batches and encodes. ``side_by_side`` writes driver crop |
     result; ``paste`` composites the result back into the person's full first image.
     """
-    from .crop import crop_frame
+    from .media.crop import crop_frame
     from .retarget import prepare_track
-    from .video import VideoWriter
+    from .media.video import VideoWriter
 
     reporter = reporter or NULL
     output = Path(output)

@@ -160,7 +160,7 @@ class FrameSource:
         self._info: StreamInfo | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1 if self.drop_late else max(1, buffer))
         self._error: BaseException | None = None
-        from .video import ffmpeg_exe
+        from .media.video import ffmpeg_exe
 
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "info"]
         if str(spec) != "-":
@@ -314,7 +314,7 @@ class FfmpegSink:
 
     def __init__(self, target: str | Path, fps: float, size: tuple[int, int], *, fmt: str | None = None,
                  wallclock: bool = False):
-        from .video import ffmpeg_exe
+        from .media.video import ffmpeg_exe
 
         self.target = str(target)
         self.size = (int(size[0]), int(size[1]))     # (W, H)
@@ -539,7 +539,7 @@ class LiveAnimator:
 
     # -------------------------------------------------------------- track
     def track(self, frame: np.ndarray) -> Tracked:
-        from .crop import face_crop_box, iris_to_crop, to_crop
+        from .media.crop import face_crop_box, iris_to_crop, to_crop
 
         t0 = time.perf_counter()
         frame = np.ascontiguousarray(frame)
@@ -593,7 +593,7 @@ class LiveAnimator:
 
     # -------------------------------------------------------------- render
     def render(self, tracked: Tracked) -> np.ndarray:
-        from .crop import crop_frame
+        from .media.crop import crop_frame
         from .inference import paste_back
 
         if tracked.still and self._still is not None:
@@ -612,7 +612,7 @@ class LiveAnimator:
             frame = tracked.frame
             box = self.box
             if box is None:   # no face yet: the middle square of the frame
-                from .crop import CropBox
+                from .media.crop import CropBox
 
                 h, w = frame.shape[:2]
                 s = min(h, w)

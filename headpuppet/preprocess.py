@@ -8,7 +8,7 @@ reads JPEGs and ``.npy`` files instead of decoding video:
 1. find the inputs (video files, folders of image frames, folders of those, recursively);
 2. per video: decode (sampled by ``every`` / ``max_frames``), detect the largest face per frame,
    drop frames without a face, choose ONE crop box for the whole video
-   (:func:`headpuppet.crop.face_crop_box`), crop and resize every kept frame to ``size``, express
+   (:func:`headpuppet.media.crop.face_crop_box`), crop and resize every kept frame to ``size``, express
    the landmarks in crop pixels and write them (:class:`headpuppet.data.format.PendingVideo`);
 3. summarise: done, skipped (already complete), failed with a one-line reason, frames kept and
    frames dropped for want of a face.
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from .crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
+from .media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
 from .data.format import (DATASET_JSON, PendingVideo, clean_partial, is_done, open_dataset, sanitize_id,
                           write_dataset_json)
 from .errors import HeadpuppetError, MediaError
-from .imaging import is_image, is_video
+from .media.imaging import is_image, is_video
 from .progress import NULL, Reporter
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class _Config:
 
 def _frames_of(item: Item, every: int, max_frames: int | None):
     """``(fps or None, frame iterator)`` for an item; MediaError when it cannot be read."""
-    from .video import list_image_frames, probe, read_frames, read_frames_any
+    from .media.video import list_image_frames, probe, read_frames, read_frames_any
 
     if item.kind == "video":
         info = probe(item.source)
@@ -569,7 +569,7 @@ def write_preview(out: Path, prefer: list[str] | None = None, rows: int = 8, cel
     """
     from PIL import Image, ImageDraw
 
-    from .landmarks import rasterise
+    from .media.landmarks import rasterise
 
     ds = open_dataset(out)
     by_id = {v.id: v for v in ds.videos}

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import MediaError
-from .imaging import is_image, is_video, read_image
+from .media.imaging import is_image, is_video, read_image
 
 PERSON_FORMAT = "headpuppet-person"
 
@@ -41,7 +41,7 @@ def is_person_dir(path: str | Path) -> bool:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from .video import list_image_frames  # natural sort: frame_2 before frame_10
+    from .media.video import list_image_frames  # natural sort: frame_2 before frame_10
 
     return list_image_frames(folder)
 
@@ -57,7 +57,7 @@ class SourceImages:
 
 def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     """``k`` frames spread evenly over a video (all of them if it is shorter)."""
-    from .video import read_frames
+    from .media.video import read_frames
 
     info = _probe(path)
     n = info.num_frames
@@ -80,7 +80,7 @@ def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], lis
 
 
 def _probe(path: str | Path):
-    from .video import probe
+    from .media.video import probe
 
     try:
         return probe(path)
@@ -159,7 +159,7 @@ class Driver:
             for f in self.files:
                 yield read_image(f)
             return
-        from .video import read_frames
+        from .media.video import read_frames
 
         try:
             yield from read_frames(self.path)

@@ -160,10 +160,10 @@ def _driver_path(video) -> str | None:
 # ---------------------------------------------------------------------- landmark previews
 def face_preview(crop: np.ndarray, points: np.ndarray | None, iris: np.ndarray | None = None,
                  size: int = PREVIEW_SIZE) -> np.ndarray:
-    """A face crop with its landmark drawing (:func:`headpuppet.landmarks.rasterise`) laid over it."""
+    """A face crop with its landmark drawing (:func:`headpuppet.media.landmarks.rasterise`) laid over it."""
     import cv2
 
-    from .landmarks import rasterise
+    from .media.landmarks import rasterise
 
     scale = size / crop.shape[0]
     img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
@@ -206,7 +206,7 @@ def detect_preview(images: list[np.ndarray], labels: list[str], detector, max_ti
 
     Returns ``(strip of face crops with landmarks, one message per image, faces found)``.
     """
-    from .crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+    from .media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 
     tiles, lines, ok = [], [], 0
     for img, label in zip(images, labels):

@@ -150,7 +150,7 @@ class FaceAlignmentDetector:
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             desc = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise MediaError(f"detect() needs an (H, W, 3) uint8 RGB frame, got {desc}; "
-                             "read images with headpuppet.imaging.read_image")
+                             "read images with headpuppet.media.imaging.read_image")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No faces were detected." is an answer here, not a warning
             result = self._fa.get_landmarks_from_image(frame, return_bboxes=True)

@@ -4,7 +4,7 @@ The paper (Zakharov et al. 2019, Sec. 4) extracts landmarks with the face alignm
 Bulat & Tzimiropoulos (plugin "face-alignment"). This default runs anywhere without extra
 downloads: ``mediapipe.python.solutions.face_mesh.FaceMesh`` (mediapipe 0.10.21 ships its model)
 with ``refine_landmarks=True`` gives 478 3D points per face, 468-477 being the two irises. Those
-are mapped to the 68-point order of :mod:`headpuppet.landmarks` as described below.
+are mapped to the 68-point order of :mod:`headpuppet.media.landmarks` as described below.
 
 Mapping (mesh indices; "right" is the subject's right = the image's left)
 -------------------------------------------------------------------------
@@ -205,7 +205,7 @@ class MediaPipeDetector:
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             desc = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise MediaError(f"detect() needs an (H, W, 3) uint8 RGB frame, got {desc}; "
-                             "read images with headpuppet.imaging.read_image")
+                             "read images with headpuppet.media.imaging.read_image")
         if self._mesh is None:
             self._open()
         h, w = frame.shape[:2]

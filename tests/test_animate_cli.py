@@ -18,7 +18,7 @@ N_FRAMES = 10
 
 
 def _ffmpeg(*args) -> None:
-    from headpuppet.video import ffmpeg_exe
+    from headpuppet.media.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *map(str, args)], check=True)
 
@@ -39,7 +39,7 @@ def media(tmp_path_factory):
             "-pix_fmt", "yuv420p", black)
     from skimage import data
 
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
 
     photo = root / "astronaut.png"
     write_image(photo, data.astronaut())
@@ -76,7 +76,7 @@ def _leftovers(folder):
 
 
 def test_animate_keeps_frames_fps_and_audio(run, media, ckpt, tmp_path):
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     drv = probe(media["driver"])
     assert drv.has_audio and drv.num_frames == N_FRAMES
@@ -93,7 +93,7 @@ def test_animate_keeps_frames_fps_and_audio(run, media, ckpt, tmp_path):
 
 
 def test_side_by_side_doubles_the_width_and_absolute_mode(run, media, ckpt, tmp_path):
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     out = tmp_path / "sbs.mp4"
     res = run("animate", media["photo"], media["driver"], "-o", out, "-c", ckpt, "--device", "cpu",
@@ -104,7 +104,7 @@ def test_side_by_side_doubles_the_width_and_absolute_mode(run, media, ckpt, tmp_
 
 
 def test_paste_back_writes_the_full_photo(run, media, ckpt, tmp_path):
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     out = tmp_path / "paste.mp4"
     res = run("animate", media["photo"], media["driver"], "-o", out, "-c", ckpt, "--device", "cpu", "--paste-back")
@@ -177,7 +177,7 @@ def test_demo_checkpoint_missing_is_one_line(run, media, tmp_path, monkeypatch):
 
 
 def test_driver_whose_audio_ends_early_keeps_every_frame(run, ckpt, tmp_path):
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     driver = shared_file("videos/lp_d1.mp4")  # 16 frames, AAC audio 0.48 s < 0.53 s of picture
     out = tmp_path / "o.mp4"
@@ -188,7 +188,7 @@ def test_driver_whose_audio_ends_early_keeps_every_frame(run, ckpt, tmp_path):
 
 def test_precision_option(run, media, ckpt, tmp_path):
     """--precision fp32 and bf16 both render; anything else is one line before any work."""
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     for precision in ("fp32", "bf16", "AUTO"):
         out = tmp_path / f"{precision}.mp4"

@@ -1,11 +1,11 @@
-"""headpuppet.crop: one stable square box per video, padded crops, exact coordinate maps."""
+"""headpuppet.media.crop: one stable square box per video, padded crops, exact coordinate maps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from headpuppet.crop import (CropBox, crop_frame, face_crop_box, from_crop, iris_from_crop, iris_to_crop,
+from headpuppet.media.crop import (CropBox, crop_frame, face_crop_box, from_crop, iris_from_crop, iris_to_crop,
                              to_crop)
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from headpuppet.cli import build_app
 from headpuppet.errors import MediaError, PluginError, WeightsMissingError
-from headpuppet.imaging import read_image
+from headpuppet.media.imaging import read_image
 from headpuppet.plugins import make_plugin_manager, registry
 from headpuppet.protocols import Face, LandmarkDetector
 from headpuppet_plugins import face_alignment_detector as fa_plugin
@@ -86,7 +86,7 @@ def test_shared_photos(photo_detector, name):
 
 
 def _video_frames(path, n):
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     return list(read_frames(path, max_frames=n))
 

@@ -20,7 +20,7 @@ import torch
 
 from headpuppet import weights as W
 from headpuppet.errors import HeadpuppetError, WeightsMissingError
-from headpuppet.imaging import read_image, to_tensor
+from headpuppet.media.imaging import read_image, to_tensor
 from headpuppet.nets import dlib_resnet as D
 from tests.conftest import shared_file, strip_ansi
 
@@ -316,7 +316,7 @@ def test_damaged_dat_is_a_one_line_error_naming_the_fix(tmp_path, monkeypatch, d
 def _frames():
     """Two frames of one person and one of another, as 256 px crops with mediapipe landmarks."""
     from headpuppet.plugins import make_plugin_manager, registry
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     reg = registry(make_plugin_manager(), "landmarks")
     if reg["mediapipe"].unavailable:

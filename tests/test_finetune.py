@@ -15,7 +15,7 @@ HELD_OUT = [5, 25, 45, 70, 90]
 
 
 def _frames(indices):
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     video = shared_file("videos/dtk_m030_neutral.mp4")
     wanted = set(indices)
@@ -70,7 +70,7 @@ def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
     assert any(not torch.equal(p, g0[n]) for n, p in tuned.generator.named_parameters())     # G fine-tuned
     previews = sorted((tmp_path / "prev").glob("*.png"))
     assert [p.name for p in previews] == ["step-0000001.png", "step-0000002.png"]
-    from headpuppet.imaging import read_image
+    from headpuppet.media.imaging import read_image
 
     S = animator.size
     assert read_image(previews[0]).shape == (2 * S, 4 * S, 3)  # rows: source | landmark | generated | real
@@ -78,9 +78,9 @@ def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
 
 def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):
     from headpuppet.cli import build_app
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
     from headpuppet.sources import is_person_dir
-    from headpuppet.video import VideoWriter, probe
+    from headpuppet.media.video import VideoWriter, probe
 
     torch.set_num_threads(1)
     pm = make_pm()

@@ -169,7 +169,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_paste_back_composites_with_a_soft_edge():
-    from headpuppet.crop import CropBox
+    from headpuppet.media.crop import CropBox
     from headpuppet.inference import feather_mask, paste_back
 
     image = np.full((100, 120, 3), 50, np.uint8)
@@ -185,7 +185,7 @@ def test_paste_back_composites_with_a_soft_edge():
 
 
 def test_paste_back_with_landmarks_replaces_only_the_face_and_matches_colour():
-    from headpuppet.crop import CropBox
+    from headpuppet.media.crop import CropBox
     from headpuppet.inference import colour_match, face_mask, paste_back
 
     ang = np.linspace(0, 2 * np.pi, 69)[:-1]
@@ -212,9 +212,9 @@ def test_paste_back_with_landmarks_replaces_only_the_face_and_matches_colour():
 
 def test_sources_photos_folder_video_and_driver(tmp_path, astronaut):
     from headpuppet.errors import MediaError
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
     from headpuppet.sources import load_source_images, open_driver
-    from headpuppet.video import VideoWriter
+    from headpuppet.media.video import VideoWriter
 
     folder = tmp_path / "shots"
     for i in (2, 10, 1):

@@ -1,11 +1,11 @@
-"""The 68-point convention and the landmark image (headpuppet.landmarks)."""
+"""The 68-point convention and the landmark image (headpuppet.media.landmarks)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from headpuppet.landmarks import (IRIS_COLOUR, PART_BY_NAME, PARTS, bbox, default_thickness, eye_centres,
+from headpuppet.media.landmarks import (IRIS_COLOUR, PART_BY_NAME, PARTS, bbox, default_thickness, eye_centres,
                                   inter_ocular, rasterise)
 
 

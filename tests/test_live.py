@@ -25,13 +25,13 @@ N = 20
 
 
 def ffmpeg() -> str:
-    from headpuppet.video import ffmpeg_exe
+    from headpuppet.media.video import ffmpeg_exe
 
     return ffmpeg_exe()
 
 
 def frame_count(path) -> int:
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     return probe(path).num_frames
 
@@ -53,7 +53,7 @@ def loaded(ckpt):
 
 @pytest.fixture(scope="module")
 def frames():
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     return [f.copy() for f in read_frames(shared_file(VIDEO), max_frames=N)]
 
@@ -255,7 +255,7 @@ def test_animate_with_stdin_driver_streams_to_stdout(ckpt, tmp_path):
     err = hp.stderr.read().decode()
     assert hp.wait(60) == 0, err
     assert reader.returncode == 0, reader.stderr
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     info = probe(out)
     assert info.num_frames == N and info.width == 2 * info.height

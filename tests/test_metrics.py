@@ -46,7 +46,7 @@ def test_ssim_on_shared_photo_matches_skimage():
     from tests.conftest import shared_file
     from skimage.metrics import structural_similarity
 
-    from headpuppet.imaging import read_image
+    from headpuppet.media.imaging import read_image
 
     img = read_image(shared_file("photos/fr_obama.jpg"))
     h, w = img.shape[:2]

@@ -14,7 +14,7 @@ from headpuppet.cli import build_app
 from headpuppet.data import format as fmt
 from headpuppet.data.format import DatasetError, open_dataset
 from headpuppet.errors import HeadpuppetError
-from headpuppet.imaging import write_image
+from headpuppet.media.imaging import write_image
 from headpuppet.plugins import make_plugin_manager
 from headpuppet.preprocess import assign_ids, discover, preprocess, shard_items
 from headpuppet.protocols import Face
@@ -150,7 +150,7 @@ def test_preprocess_writes_the_documented_format(tmp_path, fake_pm):
     assert v.frame(0).shape == (32, 32, 3) and v.frame(4).dtype == np.uint8
     assert sorted(p.name for p in (v.path / "frames").iterdir()) == [f"{i:06d}.jpg" for i in range(5)]
     # landmarks are the largest face's, in crop pixels: the ring centred in the crop, inside it
-    from headpuppet.crop import CropBox, from_crop
+    from headpuppet.media.crop import CropBox, from_crop
 
     box = CropBox.from_list(v.crop)
     back = from_crop(v.landmarks[0], box, 32)

@@ -3,7 +3,7 @@
 The rule checked everywhere: a one-line reason and a non-zero exit, or correct handling; no
 traceback; no output left looking complete after a failure; no input ever modified. Tiny random
 checkpoints (tests/test_inference.py), a tiny dataset of astronaut crops (tests/test_training.py),
-synthetic videos written with headpuppet.video.VideoWriter, a fake landmark detector that finds a
+synthetic videos written with headpuppet.media.video.VideoWriter, a fake landmark detector that finds a
 face in any frame that is not dark. Classes (counted in ``CASES`` at the end): data loss, media
 read right, tracebacks, hangs, wrong answers, resume.
 """
@@ -76,7 +76,7 @@ def _snapshot(*paths) -> dict:
 
 
 def _video(path: Path, n: int = 6, size=(48, 48), fps: float = 10.0) -> Path:
-    from headpuppet.video import VideoWriter
+    from headpuppet.media.video import VideoWriter
 
     with VideoWriter(path, fps) as w:
         for i in range(n):
@@ -85,7 +85,7 @@ def _video(path: Path, n: int = 6, size=(48, 48), fps: float = 10.0) -> Path:
 
 
 def _ffmpeg(*args) -> None:
-    from headpuppet.video import ffmpeg_exe
+    from headpuppet.media.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *map(str, args)], check=True)
 
@@ -106,7 +106,7 @@ def world(tmp_path_factory, pm):
     from skimage import data
 
     from headpuppet.config import save_config
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
     from headpuppet.inference import Animator
     from headpuppet.training.loop import meta_train
 
@@ -212,7 +212,7 @@ def test_preprocess_output_is_never_an_input(world, pm, tmp_path, where):
 def test_preprocess_output_is_never_the_input_folder(world, pm, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
 
     write_image(frames / "0.png", np.full((32, 32, 3), 120, np.uint8))
     before = _snapshot(frames)
@@ -257,7 +257,7 @@ def _vfr_driver(path: Path) -> Path:
 
 
 def test_variable_frame_rate_driver_keeps_frames_duration_and_audio(world, pm, tmp_path):
-    from headpuppet.video import probe, read_frames
+    from headpuppet.media.video import probe, read_frames
 
     driver = _vfr_driver(tmp_path / "vfr.mp4")
     info = probe(driver)
@@ -383,7 +383,7 @@ IMAGES = {
 
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_images_of_every_kind_come_in_as_rgb8(tmp_path, name):
-    from headpuppet.imaging import read_image
+    from headpuppet.media.imaging import read_image
 
     path = tmp_path / name
     want, tol = IMAGES[name](path)
@@ -661,7 +661,7 @@ def test_memory_error_with_loader_workers_exits_instead_of_hanging(world, tmp_pa
 
 @pytest.mark.parametrize("size", [(8, 64), (64, 8), (6, 6)])
 def test_videos_with_one_digit_sizes_are_readable(tmp_path, size):
-    from headpuppet.video import probe, read_frames
+    from headpuppet.media.video import probe, read_frames
 
     v = _video(tmp_path / "thin.mp4", n=3, size=size)
     info = probe(v)
@@ -671,7 +671,7 @@ def test_videos_with_one_digit_sizes_are_readable(tmp_path, size):
 
 @pytest.mark.parametrize("max_frames", [10**6, 2**31, 10**18])
 def test_huge_max_frames_reads_every_frame(world, max_frames):
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     assert len(list(read_frames(world["driver"], max_frames=max_frames))) == 6
 
@@ -693,7 +693,7 @@ def test_importing_a_folder_as_weights_says_folder(pm, tmp_path):
 
 @pytest.mark.parametrize("name", ["-out/x.mp4", "-x.mp4", "--help.mp4", "-i/y.mp4", "file:z.mp4"])
 def test_paths_are_never_ffmpeg_options(tmp_path, monkeypatch, name):
-    from headpuppet.video import probe, read_frames
+    from headpuppet.media.video import probe, read_frames
 
     monkeypatch.chdir(tmp_path)
     v = _video(Path(name), n=3)
@@ -704,7 +704,7 @@ def test_paths_are_never_ffmpeg_options(tmp_path, monkeypatch, name):
 
 
 def test_animate_output_in_a_dash_folder(world, pm, tmp_path, monkeypatch):
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     monkeypatch.chdir(tmp_path)
     res = _invoke(pm, "animate", world["photo"], world["driver"], "-o", "-out/x.mp4", "-c", world["ckpt"],

@@ -24,14 +24,14 @@ DRIVER = "videos/lp_d1.mp4"          # 0.5 s, 13 frames, with audio
 
 
 def _ffmpeg(*args) -> None:
-    from headpuppet.video import ffmpeg_exe
+    from headpuppet.media.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *map(str, args)], check=True)
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
 
     root = tmp_path_factory.mktemp("media")
     blank = root / "blank.png"
@@ -87,7 +87,7 @@ def test_inspect_driver(cfg, media):
 
 def test_run_animation_reports_progress(cfg, media):
     from headpuppet.ui import run_animation
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     seen = []
     path, summary = run_animation(cfg, [str(media["photo"])], None, str(media["driver"]), "relative", 1.0, 0,
@@ -104,7 +104,7 @@ def test_fine_tuned_person_folder(cfg, media):
     """A person folder in --people is offered, previewed from its own shots and animated."""
     from headpuppet.session import load_person
     from headpuppet.ui import inspect_source, run_animation
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     lo = load_person([media["photo"]], checkpoint=cfg.checkpoints[0], pm=cfg.pm)
     folder = lo.animator.save_person(lo.person, cfg.people_dirs[0] / "obama")
@@ -117,7 +117,7 @@ def test_fine_tuned_person_folder(cfg, media):
 
 def test_webcam_frames(cfg, media):
     from headpuppet.ui import webcam_frame
-    from headpuppet.video import read_frames
+    from headpuppet.media.video import read_frames
 
     session = None
     for frame in read_frames(media["driver"], max_frames=4):
@@ -164,7 +164,7 @@ def client(cfg):
 def test_client_inspect_and_animate(client, cfg, media):
     from gradio_client import handle_file
 
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     img, msg = client.predict(files=[handle_file(media["photo"])], api_name="/inspect_source")
     assert img.endswith(".png") and "a face in each" in msg

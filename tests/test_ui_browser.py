@@ -99,7 +99,7 @@ def browser(playwright):
 def test_upload_photo_and_driver_then_animate(server, browser, tmp_path):
     from playwright.sync_api import expect
 
-    from headpuppet.video import probe
+    from headpuppet.media.video import probe
 
     url, log = server
     photo, driver = shared_file(PHOTO), shared_file(DRIVER)
@@ -167,7 +167,7 @@ def test_webcam_mode_with_a_fake_camera(server, playwright, tmp_path):
 
     from playwright.sync_api import expect
 
-    from headpuppet.video import ffmpeg_exe
+    from headpuppet.media.video import ffmpeg_exe
 
     url, log = server
     cam = tmp_path / "cam.y4m"

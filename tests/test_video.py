@@ -1,4 +1,4 @@
-"""headpuppet.video: probe, decode (with sampling), atomic H.264 writing with audio muxing."""
+"""headpuppet.media.video: probe, decode (with sampling), atomic H.264 writing with audio muxing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from headpuppet.errors import MediaError
-from headpuppet.video import VideoWriter, ffmpeg_exe, probe, read_frames, read_frames_any
+from headpuppet.media.video import VideoWriter, ffmpeg_exe, probe, read_frames, read_frames_any
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_writer_replaces_existing_only_on_success(tmp_path):
 
 
 def test_read_frames_any_folder(tmp_path, astronaut):
-    from headpuppet.imaging import write_image
+    from headpuppet.media.imaging import write_image
 
     for i in (10, 2, 1):  # natural order: 1, 2, 10
         img = astronaut.copy()

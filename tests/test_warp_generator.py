@@ -9,7 +9,7 @@ import torch
 from headpuppet.baselines import nearest_shot as np_nearest_shot
 from headpuppet.baselines import tps_warp as np_tps_warp
 from headpuppet.config import ModelConfig
-from headpuppet.imaging import to_tensor, to_uint8
+from headpuppet.media.imaging import to_tensor, to_uint8
 from headpuppet.models import WarpGenerator, build_networks
 from headpuppet.models.tps import nearest_shot, tps_warp
 from headpuppet.models.warp_generator import MASK_BIAS, source_kwargs
@@ -164,7 +164,7 @@ def test_warp_model_renders_and_fine_tunes(tmp_path, astronaut):
 
 
 def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_path):
-    from headpuppet.imaging import read_image
+    from headpuppet.media.imaging import read_image
     from headpuppet.training import meta_train
     from headpuppet.training.plots import _GAP
     from tests.test_training import make_dataset, tiny_config

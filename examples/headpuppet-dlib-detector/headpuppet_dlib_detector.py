@@ -7,7 +7,7 @@ regression trees, Kazemi & Sullivan 2014, trained on iBUG 300-W), the file the
 in the same order, so nothing is remapped. No iris model (``has_iris = False``).
 
 Coordinates: dlib puts pixel ``i``'s centre at ``i``; headpuppet's points are continuous, pixel ``i``
-covering ``[i, i + 1]`` (``headpuppet.crop``), so 0.5 is added to every point.
+covering ``[i, i + 1]`` (``headpuppet.media.crop``), so 0.5 is added to every point.
 
 Use: ``pip install -e examples/headpuppet-dlib-detector``, then
 ``headpuppet preprocess VIDEOS OUT --detector dlib``.

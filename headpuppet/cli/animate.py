@@ -22,7 +22,7 @@ def default_output(sources: list[str], driver: str) -> Path:
 def check_writable(path: Path) -> None:
     """Fail now, before any work, when ``path`` cannot be written."""
     from ..errors import MediaError
-    from ..imaging import is_video
+    from ..media.imaging import is_video
     from ..outputs import check_writable_file
 
     if path.is_dir():

@@ -3,7 +3,7 @@
 Each episode comes from one video ``i``: ``K`` frames with their landmark images feed the embedder,
 and one *different* frame ``t`` of the same video (with its landmark image ``y_i(t)``) is the target
 the generator must reproduce. Landmark images are drawn on the fly from the stored landmarks with
-:func:`headpuppet.landmarks.rasterise` (they are never stored on disk), at the training size.
+:func:`headpuppet.media.landmarks.rasterise` (they are never stored on disk), at the training size.
 
 Determinism: an episode is a pure function of ``(seed, epoch, video, repeat)`` (numpy
 ``default_rng([seed, epoch, video, repeat])``), so DataLoader workers, ranks and a resumed run all
@@ -95,7 +95,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     def _landmark_image(self, record, i: int, points: np.ndarray) -> np.ndarray:
         """The landmark image of frame ``i`` from its ``points`` (:meth:`_points`)."""
-        from ..landmarks import rasterise
+        from ..media.landmarks import rasterise
 
         iris = None
         if self.iris and record.iris is not None:
@@ -103,7 +103,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return rasterise(points, self.size, iris=iris)
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
-        from ..imaging import to_tensor
+        from ..media.imaging import to_tensor
 
         if isinstance(key, (tuple, list)):
             epoch, video, repeat = (list(key) + [0])[:3]

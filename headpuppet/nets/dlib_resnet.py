@@ -60,7 +60,7 @@ than ~300 px). :func:`extract_chips` repeats all of that, pyramid included; :fun
 it in float with ``grid_sample`` (no uint8 truncation), so gradients reach the image.
 
 Landmark convention: headpuppet's points are continuous pixel coordinates in which pixel ``i``
-covers ``[i, i + 1]`` (see :mod:`headpuppet.crop`); dlib's have pixel ``i`` centred on ``i``. The
+covers ``[i, i + 1]`` (see :mod:`headpuppet.media.crop`); dlib's have pixel ``i`` centred on ``i``. The
 alignment functions take headpuppet points and subtract 0.5 (``dlib_points=True`` to pass dlib's).
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..imaging import to_uint8, write_image
+from ..media.imaging import to_uint8, write_image
 
 _GAP = 2  # pixels of white between tiles
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headpuppet.imaging import IMAGE_EXTS, read_image
+from headpuppet.media.imaging import IMAGE_EXTS, read_image
 from headpuppet.plugins import make_plugin_manager, registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MediaError
+from ..errors import MediaError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import MediaError
+from ..errors import MediaError
 from .imaging import is_image, read_image
 
 __all__ = ["VideoInfo", "probe", "read_frames", "read_frames_any", "list_image_frames", "VideoWriter",
