@@ -55,6 +55,16 @@ class Face:
         return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face every stage uses from a frame with several: the one with the largest box area
+    (the first of equal ones), or ``None`` for ``[]``.
+
+    Detectors return faces largest first by contract (:class:`LandmarkDetector`); choosing by area
+    again costs nothing and protects against a plugin that does not sort.
+    """
+    return max(faces, key=lambda f: f.area) if faces else None
+
+
 @runtime_checkable
 class LandmarkDetector(Protocol):
     """Finds faces in one frame.
