@@ -60,7 +60,7 @@ def timing(net, batch: int, size: int, steps: int, device: str) -> list[float]:
 
 def make_dataset(out: Path) -> Path:
     from headpuppet.plugins import make_plugin_manager
-    from headpuppet.preprocess import preprocess
+    from headpuppet.data.preprocess import preprocess
 
     videos = [FACES / v for v in VIDEOS if (FACES / v).exists()]
     preprocess(videos, out, size=128, every=10, max_frames=12, pm=make_plugin_manager())

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from headpuppet.plugins import make_plugin_manager
-    from headpuppet.preprocess import preprocess
+    from headpuppet.data.preprocess import preprocess
     from headpuppet.media.video import probe
 
     if not args.video.exists():

@@ -25,7 +25,7 @@ def dataset(tmp_path_factory) -> Path:
     """Two real videos preprocessed at 64 px (12 frames each) and one 3-frame video."""
     from headpuppet.data.format import PendingVideo, open_dataset
     from headpuppet.plugins import make_plugin_manager, registry
-    from headpuppet.preprocess import preprocess
+    from headpuppet.data.preprocess import preprocess
 
     videos = [shared_file("videos/dtk_m030_happy.mp4"), shared_file("videos/dtk_w009_happy.mp4")]
     pm = make_plugin_manager()

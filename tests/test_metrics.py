@@ -240,7 +240,7 @@ def test_warp_baseline_moves_the_face_toward_the_target_landmarks(pm, tmp_path_f
     from headpuppet.baselines import CopyBaseline, WarpBaseline
     from headpuppet.data.format import open_dataset
     from headpuppet.plugins import registry
-    from headpuppet.preprocess import preprocess
+    from headpuppet.data.preprocess import preprocess
 
     video = shared_file("videos/dtk_w009_happy.mp4")
     try:

@@ -16,7 +16,7 @@ from headpuppet.data.format import DatasetError, open_dataset
 from headpuppet.errors import HeadpuppetError
 from headpuppet.media.imaging import write_image
 from headpuppet.plugins import make_plugin_manager
-from headpuppet.preprocess import assign_ids, discover, preprocess, shard_items
+from headpuppet.data.preprocess import assign_ids, discover, preprocess, shard_items
 from headpuppet.protocols import Face
 
 from tests.conftest import ROOT, strip_ansi
@@ -168,7 +168,7 @@ def test_every_and_max_frames(tmp_path, fake_pm):
 
 
 def test_long_videos_are_decoded_twice_with_the_same_result(tmp_path, fake_pm, monkeypatch):
-    import headpuppet.preprocess as pre
+    import headpuppet.data.extract as pre
 
     _frames_dir(tmp_path / "clip", 5, dark=(1,))
     preprocess([tmp_path / "clip"], tmp_path / "held", size=16, detector="centre", pm=fake_pm)

@@ -1,6 +1,6 @@
 """``headpuppet preprocess``: crop faces, find landmarks and write a training dataset.
 
-Thin: parse and check the options, call :func:`headpuppet.preprocess.preprocess`, print a summary.
+Thin: parse and check the options, call :func:`headpuppet.data.preprocess.preprocess`, print a summary.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def register(app: typer.Typer, state) -> None:
         Videos already complete in OUT are skipped and interrupted ones redone, so re-running the same command resumes it. Exits non-zero when nothing could be processed.
         """
         from ..outputs import check_not_input, check_writable_dir
-        from ..preprocess import preprocess as run
+        from ..data.preprocess import preprocess as run
 
         # the dataset may live inside an input folder (it is skipped when searching), never over one
         check_not_input(out, [("input", p) for p in inputs], "--out", inside=False)
