@@ -22,6 +22,7 @@ from headpuppet import weights as W
 from headpuppet.errors import HeadpuppetError, WeightsMissingError
 from headpuppet.media.imaging import read_image, to_tensor
 from headpuppet.nets import dlib_resnet as D
+from headpuppet.nets.dlib_resnet import dat as D_dat, loading as D_loading
 from tests.conftest import shared_file, strip_ansi
 
 torch.set_num_threads(1)
@@ -122,7 +123,7 @@ def test_shuffled_weights_written_in_dlib_format_agree_with_dlib(dat, dlib_model
     and both give the same descriptors: no parameter is mapped to the wrong place."""
     dlib = dlib_models[0]
     spans = []
-    orig = D._Reader.tensor
+    orig = D_dat._Reader.tensor
 
     def recording(self):
         out = orig(self)
@@ -130,11 +131,11 @@ def test_shuffled_weights_written_in_dlib_format_agree_with_dlib(dat, dlib_model
             spans.append((self.i - 4 * out.size, out.size))  # the raw float32 block just read
         return out
 
-    D._Reader.tensor = recording
+    D_dat._Reader.tensor = recording
     try:
         D.parse_dat(dat)
     finally:
-        D._Reader.tensor = orig
+        D_dat._Reader.tensor = orig
     data = bytearray(dat.read_bytes())
     rng = np.random.default_rng(0)
     for offset, n in spans:
@@ -276,7 +277,7 @@ def _one_line(exc) -> str:
 
 
 def test_missing_dat_is_a_one_line_error_naming_the_fix(pm, tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "locate_dat", lambda: None)
+    monkeypatch.setattr(D_loading, "locate_dat", lambda: None)
     with pytest.raises(WeightsMissingError) as err:
         D.load_dlib_resnet(tmp_path)
     msg = _one_line(err.value)
@@ -293,7 +294,7 @@ def test_damaged_dat_is_a_one_line_error_naming_the_fix(tmp_path, monkeypatch, d
     data = bytearray(dat.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    monkeypatch.setattr(D, "locate_dat", lambda: bad)
+    monkeypatch.setattr(D_loading, "locate_dat", lambda: bad)
     with pytest.raises(W.WeightsChecksumError) as err:
         D.load_dlib_resnet(tmp_path / "w")
     msg = _one_line(err.value)
@@ -369,7 +370,7 @@ def test_csim_dlib_on_cuda_matches_cpu(net, wdir):
 
 def test_dlib_identity_loss_is_differentiable_and_plugs_into_the_content_loss(pm, wdir):
     from headpuppet.config import LossConfig
-    from headpuppet.losses import ContentLoss
+    from headpuppet.training.losses import ContentLoss
 
     (a, pa), (a2, _), (b, _) = _frames()
     import cv2
