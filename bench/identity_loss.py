@@ -4,7 +4,7 @@
     python bench/identity_loss.py --dataset DATA       # crop check on a preprocessed dataset
     python bench/identity_loss.py --batch 8 --size 256 --device cuda
 
-1. Timing: what the term adds to one generator step, as :class:`headpuppet.losses.ContentLoss`
+1. Timing: what the term adds to one generator step, as :class:`headpuppet.training.losses.ContentLoss`
    runs it: the real frames' activations without autograd, the fake frames' with autograd, the L1
    of each pair, and the backward pass to the fake frames (which is where the generator's gradient
    comes from). Median over ``--steps`` after two warm-up steps.

@@ -75,7 +75,7 @@ def main() -> None:
     from headpuppet.data.episodes import EpisodeDataset, collate
     from headpuppet.data.format import open_dataset
     from headpuppet.errors import WeightsMissingError
-    from headpuppet.losses import ContentLoss
+    from headpuppet.training.losses import ContentLoss
     from headpuppet.models import build_networks, count_parameters
     from headpuppet.plugins import make_plugin_manager
     from headpuppet.training.distributed import resolve_device

@@ -7,7 +7,7 @@ import torch
 
 from headpuppet.config import LossConfig
 from headpuppet.errors import WeightsMissingError
-from headpuppet.losses import ContentLoss, adversarial_g, embedding_match, feature_matching, hinge_d
+from headpuppet.training.losses import ContentLoss, adversarial_g, embedding_match, feature_matching, hinge_d
 
 
 def test_hinge_d_known_values():
@@ -157,7 +157,7 @@ def test_ssim_loss_matches_evaluate_ssim_and_trains_fake_only():
     from skimage import data
 
     from headpuppet.evaluation import ssim
-    from headpuppet.losses import ssim_loss, ssim_map
+    from headpuppet.training.losses import ssim_loss, ssim_map
 
     img = data.astronaut()[::4, ::4][:96, :96].astype(np.float64)  # (96, 96, 3)
     rng = np.random.default_rng(0)

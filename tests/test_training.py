@@ -177,7 +177,7 @@ def _nets_and_batch(dataset, pm, cfg):
 
 
 def test_steps_update_only_their_networks_and_name_terms(dataset, pm_mod):
-    from headpuppet.losses import ContentLoss
+    from headpuppet.training.losses import ContentLoss
     from headpuppet.training.steps import discriminator_step, generator_step
 
     cfg = tiny_config()
@@ -210,7 +210,7 @@ def test_steps_update_only_their_networks_and_name_terms(dataset, pm_mod):
 
 def test_steps_with_psi_and_w_for_fine_tuning(dataset, pm_mod):
     """Fine-tuning's form: trainable psi' and w', no embedder."""
-    from headpuppet.losses import ContentLoss
+    from headpuppet.training.losses import ContentLoss
     from headpuppet.training.steps import discriminator_step, generator_step
 
     cfg = tiny_config()
@@ -329,7 +329,7 @@ def test_missing_perceptual_weights_stop_before_anything(dataset, pm_mod, tmp_pa
 def test_loss_goes_down_on_real_faces(dataset, pm_mod):
     """~30 seeded steps on the astronaut episodes lower the reconstruction (content) term."""
     from headpuppet.data.episodes import collate
-    from headpuppet.losses import ContentLoss
+    from headpuppet.training.losses import ContentLoss
     from headpuppet.training.steps import discriminator_step, generator_step
 
     cfg = tiny_config()

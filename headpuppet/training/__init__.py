@@ -1,6 +1,11 @@
-"""Meta-learning (Zakharov et al. 2019, section 3.2): the loop, its two update steps, checkpoints,
-run folders and multi-process support. Fine-tuning (section 3.4) reuses :mod:`.steps` and
-:mod:`.checkpoint`.
+"""Meta-learning (Zakharov et al. 2019, section 3.2): a dataset folder and a config in -> a run folder
+out (numbered, with ``config.yaml``, ``stats.jsonl``, ``samples/`` and checkpoints).
+
+:mod:`.loop` (the loop), :mod:`.steps` (its two update steps), :mod:`.losses` (the paper's loss
+terms), :mod:`.checkpoint` (safetensors per network + metadata), :mod:`.resume` (continuing a run),
+:mod:`.runs` (run folders and stats), :mod:`.plots` (sample grids), :mod:`.guards` (failure paths and
+signals), :mod:`.distributed` (DDP under ``torchrun``). Fine-tuning (section 3.4) reuses
+:mod:`.steps`, :mod:`.losses` and :mod:`.checkpoint`.
 
 Public API::
 

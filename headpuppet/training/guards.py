@@ -6,7 +6,9 @@
 * :func:`half_made_iterator` and :func:`end_workers` shut loader workers down on every path, even
   when the iterator itself failed while starting them (the workers ignore SIGINT/SIGTERM, so the
   interpreter's exit handler would wait for them forever);
-* :func:`check_batch_memory` refuses, before anything is built, a batch that cannot fit in memory.
+* :func:`check_batch_memory` refuses, before anything is built, a batch that cannot fit in memory;
+* :class:`StopFlag` turns SIGINT/SIGTERM into a stop after the current step (a second Ctrl-C aborts),
+  and :func:`worker_ignores_signals` keeps loader workers alive until the main process decides.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def half_made_iterator(exc: BaseException):
 
 def end_workers(before: set) -> None:
     """End the worker processes started since ``before`` that are still alive. They ignore
-    SIGINT/SIGTERM (see ``loop._worker_ignores_signals``), so the interpreter's exit handler, which
+    SIGINT/SIGTERM (see :func:`worker_ignores_signals`), so the interpreter's exit handler, which
     terminates then joins them, would wait forever; a kill is the last resort (with PyTorch's
     SIGCHLD check off meanwhile, which would otherwise report the kill as a worker crash)."""
     stray = [p for p in set(multiprocessing.active_children()) - before]
@@ -124,3 +126,40 @@ def check_batch_memory(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size {tc.batch_size} needs {need / 2**30:.0f} GiB for one batch of "
                           f"{s}px episodes (K={tc.k_shots}), more than this machine's "
                           f"{total / 2**30:.0f} GiB of memory; lower --batch-size")
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps. A second SIGINT raises at once."""
+
+    def __init__(self):
+        self.set = False
+        self.reason = ""
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.set and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.set = True
+            self.reason = signal.Signals(signum).name
+
+        for s in old:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def worker_ignores_signals(_worker_id: int) -> None:
+    # Ctrl-C and SIGTERM reach the whole process group; the main process decides when to stop (after
+    # the step, with a checkpoint). A worker killed by them would make the next batch fetch fail.
+    # Workers still exit when the main process does (PyTorch's watchdog).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

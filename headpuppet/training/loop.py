@@ -6,15 +6,15 @@ with separate Adam optimisers (E+G at ``lr_g``, D at ``lr_d``, ``betas`` from th
 optional moving average of G's weights (``train.ema``).
 
 A run lives in ``out_root/NNNNN-<preset>-k<K>/`` (see :mod:`headpuppet.training.runs`). Resume
-(``resume=RUN or checkpoint``) restores weights, optimisers, EMA, the torch/numpy/python RNG
-states and the sampler position, so on one process N + M steps with a resume in between equal
-N + M straight steps bit for bit. Under ``torchrun`` every rank resumes the same weights, the same
-optimiser state and the same data order; each rank's RNG is re-derived from ``(seed, step, rank)``
-(the checkpoint holds rank 0's).
+(``resume=RUN or checkpoint``, :mod:`headpuppet.training.resume`) restores weights, optimisers, EMA,
+the torch/numpy/python RNG states and the sampler position, so on one process N + M steps with a
+resume in between equal N + M straight steps bit for bit. Under ``torchrun`` every rank resumes the
+same weights, the same optimiser state and the same data order; each rank's RNG is re-derived from
+``(seed, step, rank)`` (the checkpoint holds rank 0's).
 
-SIGINT (Ctrl-C) and SIGTERM finish the current step, save a checkpoint and return; a second
-Ctrl-C aborts at once. With several ranks the stop flag is agreed on by all-reduce each step so
-every rank stops at the same step.
+SIGINT (Ctrl-C) and SIGTERM (:class:`headpuppet.training.guards.StopFlag`) finish the current step,
+save a checkpoint and return; a second Ctrl-C aborts at once. With several ranks the stop flag is
+agreed on by all-reduce each step so every rank stops at the same step.
 """
 
 from __future__ import annotations
@@ -24,23 +24,21 @@ import json
 import math
 import multiprocessing
 import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import Config, from_dict, save_config, to_dict
+from ..config import Config, from_dict, save_config
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..progress import NULL, Reporter
 from . import checkpoint as ckpt
-from .distributed import (DistInfo, EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed,
-                          mean_over_ranks, unwrap, wrap)
-from .guards import (check_batch_memory, end_workers, fetch, half_made_iterator, one_line_failures,
-                     reason)
+from .distributed import (EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed, mean_over_ranks,
+                          wrap)
+from .guards import (StopFlag, check_batch_memory, end_workers, fetch, half_made_iterator, one_line_failures,
+                     worker_ignores_signals)
+from .resume import pick_checkpoint, restore_with_fallback, resume_config, seed_all, setting_changes
 from .runs import StatsWriter, describe, new_run_dir, read_stats
 from .steps import autocast_for, discriminator_step, generator_step
 
@@ -57,51 +55,6 @@ class TrainNets:
 def _short(name: str) -> str:
     """``Loss/G/vgg19`` -> ``G.vgg19`` for the progress bar."""
     return name.replace("Loss/", "").replace("/", ".")
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between steps. A second SIGINT raises at once."""
-
-    def __init__(self):
-        self.set = False
-        self.reason = ""
-
-    @contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, frame):
-            if self.set and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.set = True
-            self.reason = signal.Signals(signum).name
-
-        for s in old:
-            signal.signal(s, handler)
-        try:
-            yield self
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-
-def _worker_ignores_signals(_worker_id: int) -> None:
-    # Ctrl-C and SIGTERM reach the whole process group; the main process decides when to stop (after
-    # the step, with a checkpoint). A worker killed by them would make the next batch fetch fail.
-    # Workers still exit when the main process does (PyTorch's watchdog).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _seed_all(seed: int) -> None:
-    import random
-
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 class MetaTrainer:
@@ -122,7 +75,7 @@ class MetaTrainer:
                  reporter: Reporter | None = None, device=None):
         from ..data.episodes import EpisodeDataset
         from ..data.format import open_dataset
-        from ..losses import ContentLoss
+        from .losses import ContentLoss
         from ..models import build_networks
 
         if pm is None:
@@ -132,12 +85,15 @@ class MetaTrainer:
         self.pm = pm
         self._notes: list[str] = []  # said once the reporter exists
         self._candidates: list[Path] = []
-        self.resume_folder, resume_meta = self._pick_resume(resume) if resume is not None else (None, None)
+        self.resume_folder, resume_meta = None, None
+        if resume is not None:
+            self._candidates, self.resume_folder, resume_meta, note = pick_checkpoint(resume)
+            self._notes += [note] if note else []
         self.setting_changes: list[str] = []
         if resume_meta is not None:
             saved = from_dict(resume_meta["config"])
-            cfg = self._resume_config(cfg, saved)
-            self.setting_changes = self._setting_changes(cfg, saved)
+            cfg = resume_config(cfg, saved)
+            self.setting_changes = setting_changes(cfg, saved)
         if cfg is None:
             raise ValueError("meta_train needs a config (or resume=)")
         self.cfg = cfg
@@ -169,7 +125,7 @@ class MetaTrainer:
             raise CheckpointError(f"the checkpoint was trained on {resume_meta.get('num_videos')} videos, this "
                                   f"dataset has {self.data.num_videos}; resume on the same dataset")
 
-        _seed_all(tc.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        seed_all(tc.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
         nets = build_networks(cfg, self.data.num_videos, pm)
         self.raw = nets
         mf = torch.channels_last if tc.channels_last else torch.preserve_format
@@ -184,9 +140,9 @@ class MetaTrainer:
         self.opt_d = torch.optim.Adam(nets.discriminator.parameters(), lr=tc.lr_d, betas=betas)
         self.step = 0
         if self.resume_folder is not None:
-            self._load_resume()
+            restore_with_fallback(self, self._candidates)
         else:
-            _seed_all(tc.seed + self.dist.rank)
+            seed_all(tc.seed + self.dist.rank)
         self.nets = TrainNets(wrap(nets.embedder, self.dist), wrap(nets.generator, self.dist),
                               wrap(nets.discriminator, self.dist))
 
@@ -208,103 +164,6 @@ class MetaTrainer:
             self.run_dir = Path(obj[0])
         self.preview = None
 
-    # ------------------------------------------------------------------------------------ resume
-    @staticmethod
-    def _resume_config(cfg: Config | None, saved: Config) -> Config:
-        """The config to continue with. The model must be the checkpoint's; loss weights and train
-        settings may change (a curriculum: e.g. an identity term added after the first steps), each
-        change listed by :meth:`_setting_changes`, reported and written to the run's ``changes.jsonl``."""
-        if cfg is None:
-            return saved
-        a, b = to_dict(cfg.model), to_dict(saved.model)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        if diff:
-            raise CheckpointError(f"model.{diff[0]} differs from the checkpoint's ({b.get(diff[0])!r}); "
-                                  "drop that setting to resume, or start a new run")
-        cfg = copy.deepcopy(cfg)
-        cfg.preset = saved.preset
-        return cfg
-
-    @staticmethod
-    def _setting_changes(cfg: Config, saved: Config) -> list[str]:
-        """``"section.key: old -> new"`` for every loss and train setting (but the step count) that
-        differs from the checkpoint's."""
-        out = []
-        for section in ("loss", "train"):
-            a, b = to_dict(getattr(cfg, section)), to_dict(getattr(saved, section))
-            out += [f"{section}.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k) and (section, k) != ("train", "steps")]  # extending a run is routine
-        return out
-
-    def _pick_resume(self, resume) -> tuple[Path, dict]:
-        """The first readable checkpoint of :func:`ckpt.resume_candidates` (a damaged latest one
-        falls back to the previous, said in one line)."""
-        self._candidates = ckpt.resume_candidates(resume)
-        errors: list[tuple[Path, CheckpointError]] = []
-        for folder in self._candidates:
-            try:
-                found, meta = ckpt.read_meta(folder)
-            except CheckpointError as exc:
-                errors.append((folder, exc))
-                continue
-            if errors:
-                bad, exc = errors[0]
-                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-                self._notes.append(f"{bad.name}{more} cannot be resumed ({reason(exc)}); "
-                                   f"resuming from {found.name} instead")
-            return found, meta
-        raise errors[0][1]
-
-    def _load_resume(self) -> None:
-        """Weights, optimisers and RNG of the resume checkpoint; a damaged one falls back to the
-        previous checkpoint of the run (same model and dataset), said in one line."""
-        later = self._candidates[self._candidates.index(self.resume_folder) + 1:] \
-            if self.resume_folder in self._candidates else []
-        while True:
-            try:
-                return self._load_resume_from(self.resume_folder)
-            except CheckpointError as exc:
-                nxt = None
-                while later and nxt is None:
-                    cand = later.pop(0)
-                    try:
-                        _, meta = ckpt.read_meta(cand)
-                        self._resume_config(self.cfg, from_dict(meta["config"]))
-                    except (CheckpointError, ConfigError):
-                        continue
-                    if int(meta.get("num_videos", -1)) == self.data.num_videos:
-                        nxt = cand
-                if nxt is None:
-                    raise
-                self.reporter.warn(f"{self.resume_folder.name} is damaged ({reason(exc)}); "
-                                   f"resuming from {nxt.name} instead")
-                self.resume_folder = nxt
-
-    def _load_resume_from(self, folder: Path) -> None:
-        has_ema = (folder / "generator_ema.safetensors").exists()
-        ckpt.load_networks_into(folder, {"embedder": self.raw.embedder, "generator": self.raw.generator,
-                                         "discriminator": self.raw.discriminator,
-                                         "generator_ema": self.ema if has_ema else None})
-        if self.ema is not None and not has_ema:
-            self.ema.load_state_dict(self.raw.generator.state_dict())  # EMA newly switched on
-        state = ckpt.load_state(folder)
-        try:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
-            int(state["step"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{folder}/state.pt does not fit this run ({type(exc).__name__}); "
-                                  "the checkpoint is broken") from None
-        for opt, lr in ((self.opt_g, self.cfg.train.lr_g), (self.opt_d, self.cfg.train.lr_d)):
-            for group in opt.param_groups:  # the config may change the learning rates on resume
-                group["lr"] = lr
-                group["betas"] = tuple(self.cfg.train.betas)
-        self.step = int(state["step"])
-        if self.dist.world_size == 1 and int(state.get("world_size", 1)) == 1:
-            ckpt.set_rng_state(state["rng"], self.device)
-        else:
-            _seed_all(self.cfg.train.seed + 1_000_003 * self.step + self.dist.rank)
-
     # ----------------------------------------------------------------------------------- helpers
     def _loader(self, start_step: int):
         tc = self.cfg.train
@@ -316,7 +175,7 @@ class MetaTrainer:
         loader = torch.utils.data.DataLoader(
             self.data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
-            worker_init_fn=_worker_ignores_signals if workers else None,
+            worker_init_fn=worker_ignores_signals if workers else None,
             prefetch_factor=2 if workers else None)
         return sampler, loader
 
@@ -420,7 +279,7 @@ class MetaTrainer:
                                f"batch {tc.batch_size} x {self.dist.world_size} process(es), K={tc.k_shots}, "
                                f"{self.cfg.model.image_size}px, device {self.device}")
         sampler, loader = self._loader(self.step)
-        stop = _StopFlag()
+        stop = StopFlag()
         acc: dict[str, float] = {}
         n_acc, t_acc = 0, 0.0
         last_saved = self.step if self.resume_folder is not None else -1

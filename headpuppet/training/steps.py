@@ -108,12 +108,12 @@ def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w:
                      video_idx=None if vid is None or w is not None else torch.cat([vid, vid]),
                      w=None if w is None else torch.cat([w, w]))
     real_score, fake_score = score.float().chunk(2)  # (B,), (B,)
-    from ..losses import hinge_d
+    from .losses import hinge_d
 
     terms = hinge_d(real_score, fake_score)
     out = {"Loss/D/real": terms["real"], "Loss/D/fake": terms["fake"]}
     if match_w and e is not None and w is None and cfg.loss.mch > 0:
-        from ..losses import embedding_match
+        from .losses import embedding_match
 
         out["Loss/D/mch"] = cfg.loss.mch * embedding_match(e.detach().float(), _w_rows(D, batch).float())
     loss = sum(out.values())
@@ -132,10 +132,10 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     """One embedder+generator update; returns ``{"Loss/G/<perceptual>", "Loss/G/adv", "Loss/G/fm",
     "Loss/G/mch", "Loss/G/total"}`` (``mch`` only with an embedder and ``use_match``).
 
-    Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.losses.ContentLoss`,
+    Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.training.losses.ContentLoss`,
     whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
     """
-    from ..losses import adversarial_g, embedding_match, feature_matching, ssim_loss
+    from .losses import adversarial_g, embedding_match, feature_matching, ssim_loss
     from ..models.warp_generator import needs_source
 
     ac = autocast or nullcontext

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import LossConfig
+from ..config import LossConfig
 
 
 class ContentLoss(nn.Module):
@@ -55,7 +55,7 @@ class ContentLoss(nn.Module):
     def __init__(self, pm, loss_cfg: LossConfig, weights_dir: str | Path | None = None,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        from .plugins import registry
+        from ..plugins import registry
 
         reg = registry(pm, "perceptual")
         self.weights: dict[str, float] = {}
