@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses, YAML presets, dotted overrides.
 
-Precedence is CLI flags > ``--set key=value`` overrides > YAML file > preset > defaults. Unknown keys
+Precedence is CLI flags > ``--set key=value`` overrides > YAML file > preset (or, on resume, the
+checkpoint's config) > defaults, resolved in one place (:func:`load_config`). Unknown keys
 and values of the wrong type are :class:`ConfigError` s naming the key. The resolved config is saved
 with every run and inside every checkpoint, so a checkpoint folder alone rebuilds its networks.
 """
@@ -263,16 +264,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _nested(keys: list[str], value: Any) -> dict:
+    """``(["model", "ch"], 32)`` -> ``{"model": {"ch": 32}}``."""
+    for k in reversed(keys):
+        value = {k: value}
+    return value
+
+
 def load_config(preset: str | None = None, config_file: str | Path | None = None,
-                overrides: list[str] | dict | None = None) -> Config:
-    """Resolve a :class:`Config`.
+                overrides: list[str] | dict | None = None, flags: dict[str, Any] | None = None,
+                saved: dict | None = None) -> Config:
+    """Resolve a :class:`Config`: the one layering every command that builds a config uses.
+
+    Layers, each over the ones before: defaults < ``preset`` (or ``saved``) < ``config_file`` <
+    ``overrides`` (``--set``) < ``flags``. Mappings merge key by key, except ``loss.perceptual`` and
+    ``loss.perceptual_layers``, which a later layer replaces whole (a new set of networks, not an
+    addition to the preset's).
 
     Args:
         preset: a preset name (``headpuppet/presets/NAME.yaml``) or a path to a YAML file.
         config_file: a YAML file applied over the preset.
-        overrides: ``["model.ch=32", ...]`` or a nested dict, applied last.
+        overrides: ``["model.ch=32", ...]`` or a nested dict.
+        flags: command-line options as ``{"train.steps": 10, ...}``; ``None`` values are options
+            not given.
+        saved: a checkpoint's config (the ``config`` of its metadata), the base when resuming; it
+            stands in for ``preset``.
     """
-    data: dict = {}
+    data: dict = dict(saved) if saved is not None else {}
     if preset is not None:
         path = Path(preset)
         if not path.suffix:
@@ -281,7 +299,7 @@ def load_config(preset: str | None = None, config_file: str | Path | None = None
                 raise ConfigError(f"unknown preset '{preset}'; available: {', '.join(available_presets())}")
         elif not path.exists():
             raise ConfigError(f"config file {preset} does not exist")
-        data = _read_yaml(path)
+        data = _merge(data, _read_yaml(path))
         data.setdefault("preset", path.stem)
     if config_file is not None:
         path = Path(config_file)
@@ -292,11 +310,10 @@ def load_config(preset: str | None = None, config_file: str | Path | None = None
         data = _merge(data, overrides)
     else:
         for text in overrides or []:
-            keys, value = parse_override(text)
-            nested: Any = value
-            for k in reversed(keys):
-                nested = {k: nested}
-            data = _merge(data, nested)
+            data = _merge(data, _nested(*parse_override(text)))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            data = _merge(data, _nested(key.split("."), value))
     return from_dict(data)
 
 

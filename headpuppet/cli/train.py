@@ -17,50 +17,21 @@ from ._common import RichReporter, handle_errors
 _PRESETS_HELP = "Config preset: paper-256 (the paper's model) or small-128 (a laptop-sized one)."
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve_config(preset: str | None, config_file: str | None, sets: list[str], flags: dict,
                    resume: str | None = None):
-    """The run's :class:`Config` from the command line (``None`` fields of ``flags`` are unset)."""
-    from ..config import from_dict, load_config, parse_override
-    from ..errors import CheckpointError
-    from ..training.checkpoint import read_meta, resume_candidates
+    """The run's :class:`Config` from the command line (``None`` fields of ``flags`` are unset): the
+    checkpoint's config when resuming without ``--preset``/``--config``, else the preset (paper-256
+    unless a config file is given), layered by :func:`headpuppet.config.load_config`."""
+    from ..config import load_config
+    from ..training.resume import pick_checkpoint
 
-    flag_overrides = {}
-    for key, value in flags.items():
-        if value is None:
-            continue
-        section, name = key.split(".")
-        flag_overrides.setdefault(section, {})[name] = value
+    saved = None
     if resume is not None and preset is None and config_file is None:
-        first_error = None
-        for folder in resume_candidates(resume):  # a damaged latest: the trainer falls back, so do we
-            try:
-                _, meta = read_meta(folder)
-                break
-            except CheckpointError as exc:
-                first_error = first_error or exc
-        else:
-            raise first_error
-        data = meta["config"]
-        for text in sets:
-            keys, value = parse_override(text)
-            nested = value
-            for k in reversed(keys):
-                nested = {k: nested}
-            data = _merge(data, nested)
-        return from_dict(_merge(data, flag_overrides))
-    cfg = load_config(preset or ("paper-256" if config_file is None else None), config_file, list(sets))
-    if flag_overrides:
-        from ..config import to_dict
-
-        cfg = from_dict(_merge(to_dict(cfg), flag_overrides))
-    return cfg
+        # the first readable checkpoint: a damaged latest makes the trainer fall back, so do we
+        saved = pick_checkpoint(resume)[2]["config"]
+    elif preset is None and config_file is None:
+        preset = "paper-256"
+    return load_config(preset, config_file, list(sets), flags=flags, saved=saved)
 
 
 def _check_ema(value: float | None) -> float | None:
