@@ -71,11 +71,14 @@ def register_discriminators(register):
 def register_metrics(register):
     """Register evaluation metrics for ``headpuppet evaluate``.
 
-    Call ``register(name, factory)``; ``factory(weights_dir: Path | None = None, device="cpu",
-    layers: list[int] | None = None)`` returns an
-    object following :class:`headpuppet.evaluation.Metric`. A metric whose weights are missing
-    raises :class:`headpuppet.errors.WeightsMissingError` from its factory; evaluation then shows
-    it as not computed, with the fixing command, and computes the rest.
+    Call ``register(name, factory, label=..., higher_is_better=..., decimals=...)``;
+    ``factory(weights_dir: Path | None = None, device="cpu")`` returns an object following
+    :class:`headpuppet.evaluation.Metric`. The keywords give the metric's column in the report
+    (header, arrow, digits; when left out, the factory's or the metric's attributes of those
+    names, else the name, no arrow and 3 digits), known even when the factory fails. A metric
+    whose weights are missing raises :class:`headpuppet.errors.WeightsMissingError` from its
+    factory; evaluation then shows it as not computed, with the fixing command, and computes the
+    rest.
 
     .. versionadded:: 0.1
     """

@@ -19,7 +19,7 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -59,7 +59,8 @@ class PluginInfo:
 
 @dataclass
 class Entry:
-    """One registered component."""
+    """One registered component; ``meta`` holds the extra keywords its plugin gave ``register``
+    (a metric's ``label``, ``higher_is_better``, ``decimals``)."""
 
     name: str
     kind: str
@@ -68,6 +69,7 @@ class Entry:
     distribution: str | None
     version: str | None
     unavailable: str | None = None
+    meta: dict = field(default_factory=dict)
 
     def create(self, *args, **kwargs):
         if self.unavailable:
@@ -231,8 +233,9 @@ def registry(pm: pluggy.PluginManager, kind: str) -> Registry:
             def register(spec, _info=info):
                 reg.add(Entry(spec.name, kind, spec, _info.name, _info.distribution, _info.version))
         else:
-            def register(name: str, factory: Callable, unavailable: str | None = None, _info=info):
-                reg.add(Entry(name, kind, factory, _info.name, _info.distribution, _info.version, unavailable))
+            def register(name: str, factory: Callable, unavailable: str | None = None, *, _info=info, **meta):
+                reg.add(Entry(name, kind, factory, _info.name, _info.distribution, _info.version, unavailable,
+                              meta))
         try:
             impl.function(register=register)
         except PluginError:
