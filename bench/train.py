@@ -78,7 +78,7 @@ def main() -> None:
     from headpuppet.training.losses import ContentLoss
     from headpuppet.models import build_networks, count_parameters
     from headpuppet.plugins import make_plugin_manager
-    from headpuppet.training.distributed import resolve_device
+    from headpuppet.devices import resolve_device
     from headpuppet.training.steps import autocast_for, discriminator_step, generator_step
     threads = torch.get_num_threads()
     from tests.test_training import make_dataset  # (importing it sets 1 thread for the tests)

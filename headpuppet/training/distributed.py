@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..devices import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -47,14 +49,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``"auto"``/``None`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU (see
-    :func:`headpuppet.devices.resolve_device`: one checked resolver for every command)."""
-    from ..devices import resolve_device as _resolve
-
-    return _resolve(device, local_rank)
-
-
 def env_world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from the environment ``torchrun`` sets (0, 1, 0 otherwise)."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
@@ -62,7 +56,8 @@ def env_world() -> tuple[int, int, int]:
 
 
 def init_distributed(device: str | torch.device | None = None) -> DistInfo:
-    """Start (or join) the process group when launched by ``torchrun``; pick this process's device."""
+    """Start (or join) the process group when launched by ``torchrun``; pick this process's device
+    (:func:`headpuppet.devices.resolve_device`, with ``LOCAL_RANK`` as the GPU ``auto`` means)."""
     rank, world, local = env_world()
     dev = resolve_device(device, local)
     info = DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
