@@ -33,7 +33,7 @@ FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" 
 def build_animator(name: str, device: str, pm):
     """``(animator, description)`` for "demo" (weights/demo, else random small-128) or a preset name."""
     from headpuppet.config import load_config
-    from headpuppet.inference import Animator, default_checkpoint
+    from headpuppet.fewshot.animator import Animator, default_checkpoint
     from headpuppet.models import build_networks
 
     if name == "demo":
@@ -118,11 +118,11 @@ def conv_probe(device: str, amp: str, channels_last: bool, repeats: int = 5) -> 
 
 
 def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool, batch: int) -> tuple[float, dict]:
-    from headpuppet.inference import animate
+    from headpuppet.fewshot.pipeline import render_video
 
     with tempfile.TemporaryDirectory() as tmp:
-        res = animate(animator, person, driver, Path(tmp) / "out.mp4", detector=detector, batch_size=batch,
-                      amp=amp, channels_last=channels_last)
+        res = render_video(animator, person, driver, Path(tmp) / "out.mp4", detector=detector, batch_size=batch,
+                           amp=amp, channels_last=channels_last)
     animator.generator.to(memory_format=torch.contiguous_format)
     return res.frames / res.seconds, res.timings
 
@@ -152,7 +152,7 @@ def main() -> None:
     from headpuppet.media.imaging import read_image
     from headpuppet.models import count_parameters
     from headpuppet.plugins import make_plugin_manager, registry
-    from headpuppet.sources import open_driver
+    from headpuppet.fewshot.sources import open_driver
     from headpuppet.media.video import VideoWriter, read_frames
 
     if args.threads:

@@ -91,13 +91,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from headpuppet.baselines import tps_warp
+    from headpuppet.evaluation.baselines import tps_warp
     from headpuppet.media.crop import crop_frame
     from headpuppet.media.imaging import read_image, write_image
-    from headpuppet.inference import Animator, default_checkpoint, track_driver
+    from headpuppet.fewshot.animator import Animator, default_checkpoint
+    from headpuppet.fewshot.pipeline import track_driver
     from headpuppet.nets.dlib_resnet import SAME_PERSON_THRESHOLD, load_dlib_resnet
-    from headpuppet.retarget import prepare_track
-    from headpuppet.sources import open_driver
+    from headpuppet.fewshot.retarget import prepare_track
+    from headpuppet.fewshot.sources import open_driver
 
     faces = Path(args.faces)
     animator = Animator.from_checkpoint(args.checkpoint or default_checkpoint())

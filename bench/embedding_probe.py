@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from headpuppet.data.format import open_dataset
-from headpuppet.inference import Animator
+from headpuppet.fewshot.animator import Animator
 
 
 def line(name: str, **fields) -> None:
@@ -79,7 +79,7 @@ def main() -> None:
          p_bias_mean_abs_from_identity=float((G.projection.bias.detach() - ident).abs().mean()))
 
     # G with each person's e on the same landmarks, and with one e on each person's landmarks
-    from headpuppet.inference import Person
+    from headpuppet.fewshot.person import Person
 
     people = []
     for v, e in zip(videos, ea):

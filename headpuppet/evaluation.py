@@ -506,7 +506,7 @@ class ModelMethod:
     def prepare(self, shots, points, iris=None, video_id: str = ""):
         import torch
 
-        from .inference import Person
+        from .fewshot.person import Person
 
         a = self.animator
         points = np.asarray(points, np.float32)

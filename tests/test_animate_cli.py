@@ -168,7 +168,7 @@ def test_missing_checkpoint_and_unreadable_files(run, media, tmp_path):
 
 
 def test_demo_checkpoint_missing_is_one_line(run, media, tmp_path, monkeypatch):
-    import headpuppet.inference as inf
+    import headpuppet.fewshot.animator as inf
 
     monkeypatch.setattr(inf, "default_checkpoint", lambda: tmp_path / "weights" / "demo")
     res = run("animate", media["photo"], media["driver"], "-o", tmp_path / "o.mp4")

@@ -1,4 +1,4 @@
-"""Few-shot fine-tuning (paper section 3.4, headpuppet.finetune) and ``headpuppet fine-tune``."""
+"""Few-shot fine-tuning (paper section 3.4, headpuppet.fewshot.finetune) and ``headpuppet fine-tune``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _l1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _held_out_gain(tmp_path, steps: int, size: int, **model) -> tuple[float, float]:
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
 
     torch.set_num_threads(1)
     pm = make_pm()
@@ -55,7 +55,7 @@ def test_fine_tuning_lowers_held_out_error_64px(tmp_path):
 
 
 def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
 
     animator = Animator.from_checkpoint(make_checkpoint(tmp_path), pm=make_pm())
     person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
@@ -79,7 +79,7 @@ def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
 def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):
     from headpuppet.cli import build_app
     from headpuppet.media.imaging import write_image
-    from headpuppet.sources import is_person_dir
+    from headpuppet.fewshot.person import is_person_dir
     from headpuppet.media.video import VideoWriter, probe
 
     torch.set_num_threads(1)

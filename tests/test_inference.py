@@ -1,6 +1,8 @@
-"""Few-shot inference (headpuppet.inference): sources embedded once, G alone per frame, person folders.
+"""Few-shot inference (headpuppet.fewshot.animator, .person): sources embedded once, G alone per frame,
+person folders.
 
-Helpers here (tiny checkpoint, fake detector) are also used by test_animate_cli.py and test_finetune.py.
+Helpers here (tiny checkpoint, fake detector) are also used by test_animate_cli.py, test_finetune.py,
+test_api.py and others.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class Recorder(Reporter):
 
 @pytest.fixture
 def animator(tmp_path):
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
 
     torch.set_num_threads(1)
     return Animator.from_checkpoint(make_checkpoint(tmp_path), pm=make_pm())
@@ -145,8 +147,8 @@ def test_no_face_in_source_is_a_clear_error(animator):
 
 
 def test_person_folder_round_trip(animator, astronaut, tmp_path):
-    from headpuppet.inference import Animator
-    from headpuppet.sources import is_person_dir
+    from headpuppet.fewshot.animator import Animator
+    from headpuppet.fewshot.person import is_person_dir
 
     person = animator.prepare_source([astronaut], detector=TwoFaces())
     pts = np.repeat(person.points[:1], 3, 0)
@@ -162,99 +164,16 @@ def test_person_folder_round_trip(animator, astronaut, tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
 
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         Animator.from_checkpoint(tmp_path / "nope")
 
 
-def test_paste_back_composites_with_a_soft_edge():
-    from headpuppet.media.crop import CropBox
-    from headpuppet.inference import feather_mask, paste_back
-
-    image = np.full((100, 120, 3), 50, np.uint8)
-    crop = np.full((32, 32, 3), 200, np.uint8)
-    box = CropBox(90, 20, 40)  # leaves the image on the right
-    out = paste_back(image, crop, box)
-    assert out.shape == image.shape
-    assert (out[:, :85] == 50).all()                 # outside the box: untouched
-    assert out[40, 110, 0] == 200                    # well inside: the generated pixels
-    assert 50 < out[40, 91, 0] < 200                 # at the box edge: a blend
-    m = feather_mask(40)
-    assert m.max() == pytest.approx(1.0) and m[0, 0] < 0.05
-
-
-def test_paste_back_with_landmarks_replaces_only_the_face_and_matches_colour():
-    from headpuppet.media.crop import CropBox
-    from headpuppet.inference import colour_match, face_mask, paste_back
-
-    ang = np.linspace(0, 2 * np.pi, 69)[:-1]
-    pts = (np.stack([np.cos(ang) * 8, np.sin(ang) * 10], 1) + 16).astype(np.float32)  # a face in a 32 px crop
-    pts[17:27, 1] = 10  # brows above the middle
-    m = face_mask(pts, 32)
-    assert m[16, 16] == pytest.approx(1.0, abs=0.05) and m[0, 0] == 0 and m[16, 2] < 0.05
-    image = np.full((100, 120, 3), 50, np.uint8)
-    crop = np.full((32, 32, 3), 200, np.uint8)
-    box = CropBox(40, 20, 40)
-    out = paste_back(image, crop, box, points=pts, match_colour=False)
-    assert out[40, 60, 0] == 200                      # the face centre: generated
-    assert (out[20:24, 40:44] == 50).all()            # the crop's corner, outside the face: the photo
-    assert (out[:, :40] == 50).all() and (out[:, 80:] == 50).all()
-    # colour matching moves the generated face to the photo's mean and spread inside the mask
-    rng = np.random.default_rng(0)
-    gen = rng.integers(100, 140, (32, 32, 3)).astype(np.uint8)
-    ref = rng.integers(30, 90, (32, 32, 3)).astype(np.uint8)
-    matched = colour_match(gen, ref, m)
-    w = m[..., None] / m.sum()
-    assert abs(float((matched * w).sum() / 3 - (ref * w).sum() / 3)) < 3
-    assert abs(float((gen * w).sum() / 3 - (ref * w).sum() / 3)) > 30
-
-
-def test_sources_photos_folder_video_and_driver(tmp_path, astronaut):
-    from headpuppet.errors import MediaError
-    from headpuppet.media.imaging import write_image
-    from headpuppet.sources import load_source_images, open_driver
-    from headpuppet.media.video import VideoWriter
-
-    folder = tmp_path / "shots"
-    for i in (2, 10, 1):
-        write_image(folder / f"shot_{i}.png", astronaut[::4, ::4])
-    src = load_source_images([folder])
-    assert src.labels == ["shot_1.png", "shot_2.png", "shot_10.png"] and src.stem == "shots"
-    assert load_source_images([folder], k=2).labels == ["shot_1.png", "shot_10.png"]  # k spread evenly
-    # a video folder of a preprocessed dataset: its frames
-    ds_video = tmp_path / "ds" / "videos" / "clip"
-    for i in range(4):
-        write_image(ds_video / "frames" / f"{i:06d}.jpg", astronaut[::8, ::8])
-    (ds_video / "meta.json").write_text("{}")
-    assert load_source_images([ds_video], k=3).labels == ["000000.jpg", "000002.jpg", "000003.jpg"]
-    video = tmp_path / "clip.mp4"
-    with VideoWriter(video, 25) as w:
-        for i in range(20):
-            w.write(np.full((32, 32, 3), 10 * i, np.uint8))
-    vsrc = load_source_images([video], k=4)
-    assert vsrc.labels == ["clip.mp4#frame 0", "clip.mp4#frame 6", "clip.mp4#frame 13", "clip.mp4#frame 19"]
-    assert abs(int(vsrc.images[2].mean()) - 130) <= 3  # the 14th frame, evenly sampled
-    both = load_source_images([folder / "shot_1.png", video], k=2)
-    assert len(both.images) == 3 and both.stem == "shot_1"
-    drv = open_driver(video)
-    assert drv.num_frames == 20 and drv.fps == 25 and drv.is_video and not drv.has_audio
-    assert sum(1 for _ in drv.frames()) == 20
-    fdrv = open_driver(folder, fps=12)
-    assert fdrv.num_frames == 3 and fdrv.fps == 12 and not fdrv.is_video and fdrv.stem == "shots"
-    with pytest.raises(MediaError, match="no such file"):
-        load_source_images([tmp_path / "missing.jpg"])
-    (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(MediaError, match="not a photo or video"):
-        load_source_images([tmp_path / "notes.txt"])
-    with pytest.raises(MediaError, match="driver must be a video"):
-        open_driver(folder / "shot_1.png")
-
-
 def test_person_folder_keeps_one_row_of_w(animator, astronaut, tmp_path):
     from safetensors.torch import load_file
 
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
 
     assert animator.discriminator.W.shape[0] == 3
     person = animator.prepare_source([astronaut], detector=TwoFaces())

@@ -43,7 +43,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(ckpt):
-    from headpuppet.session import load_person
+    from headpuppet.fewshot.session import load_person
 
     torch.set_num_threads(1)
     pm = make_pm()
@@ -140,7 +140,7 @@ def test_live_with_the_warp_guided_generator(tmp_path, frames):
     """The coming default model needs the source shots at render time: live goes through
     Animator.render, which gives them."""
     from headpuppet.live import LiveAnimator
-    from headpuppet.session import load_person
+    from headpuppet.fewshot.session import load_person
 
     pm = make_pm()
     mediapipe_or_skip(pm)

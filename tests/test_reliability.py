@@ -107,7 +107,7 @@ def world(tmp_path_factory, pm):
 
     from headpuppet.config import save_config
     from headpuppet.media.imaging import write_image
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
     from headpuppet.training.loop import meta_train
 
     root = tmp_path_factory.mktemp("world")

@@ -1,4 +1,4 @@
-"""Arithmetic of driver clean-up and relative motion transfer (headpuppet.retarget)."""
+"""Arithmetic of driver clean-up and relative motion transfer (headpuppet.fewshot.retarget)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from headpuppet.errors import NoFaceError
-from headpuppet.retarget import (STABLE, bridge_missing, neutral_frame, prepare_track, smooth_track,
+from headpuppet.fewshot.retarget import (STABLE, bridge_missing, neutral_frame, prepare_track, smooth_track,
                                  transfer_relative, umeyama)
 
 

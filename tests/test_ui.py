@@ -102,7 +102,7 @@ def test_run_animation_reports_progress(cfg, media):
 
 def test_fine_tuned_person_folder(cfg, media):
     """A person folder in --people is offered, previewed from its own shots and animated."""
-    from headpuppet.session import load_person
+    from headpuppet.fewshot.session import load_person
     from headpuppet.ui import inspect_source, run_animation
     from headpuppet.media.video import probe
 

@@ -150,7 +150,7 @@ def test_episodes_carry_landmarks_in_crop_pixels(tmp_path):
 
 def test_warp_model_renders_and_fine_tunes(tmp_path, astronaut):
     """Animator.render and fine-tuning feed the source shots to a warp-guided checkpoint."""
-    from headpuppet.inference import Animator
+    from headpuppet.fewshot.animator import Animator
     from tests.test_inference import TwoFaces, make_checkpoint, make_pm
 
     ckpt = make_checkpoint(tmp_path, generator="warp", projection_sn=False)
@@ -182,7 +182,7 @@ def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_pat
 @pytest.mark.parametrize("generator", ["paper", "warp"])
 def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generator):
     """Folded spectral norm + inference mode give the plain path's frames; bf16 stays within a few levels."""
-    from headpuppet.inference import Animator, fold_spectral_norm, resolve_precision
+    from headpuppet.fewshot.animator import Animator, fold_spectral_norm, resolve_precision
     from headpuppet.models.blocks import has_spectral_norm
     from tests.test_inference import TwoFaces, make_checkpoint, make_pm
 

@@ -40,7 +40,7 @@ def _default_device(device: str | None = None) -> str:
 
 
 def _check_precision(precision: str) -> str:
-    from ..inference import PRECISIONS
+    from ..fewshot.animator import PRECISIONS
 
     if precision.lower() not in PRECISIONS:
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}",
@@ -85,10 +85,10 @@ def register(app: typer.Typer, state) -> None:
         import time
 
         from ..errors import MediaError
-        from ..inference import animate as run_animate
+        from ..fewshot.pipeline import render_video as run_animate
         from ..outputs import check_not_input
-        from ..session import load_person
-        from ..sources import open_driver
+        from ..fewshot.session import load_person
+        from ..fewshot.sources import open_driver
 
         precision = _check_precision(precision)
         if len(paths) < 2:

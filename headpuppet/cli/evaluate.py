@@ -101,7 +101,7 @@ def register(app: typer.Typer, state) -> None:
         dataset = open_dataset(data)  # one-line DatasetError when missing or empty
         ckpt_info = None
         if not no_model:
-            from ..inference import Animator
+            from ..fewshot.animator import Animator
 
             animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm,
                                                 precision=precision)

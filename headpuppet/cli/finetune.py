@@ -29,10 +29,11 @@ def register(app: typer.Typer, state) -> None:
         import time
 
         from ..errors import CheckpointError, MediaError
-        from ..finetune import fine_tune_person
-        from ..inference import Animator
+        from ..fewshot.finetune import fine_tune_person
+        from ..fewshot.animator import Animator
         from ..outputs import check_not_input, check_writable_dir
-        from ..sources import is_person_dir, load_source_images
+        from ..fewshot.person import is_person_dir
+        from ..fewshot.sources import load_source_images
         from ..training.checkpoint import resolve
         from .animate import _default_device
 

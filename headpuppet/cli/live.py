@@ -29,7 +29,7 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
     from ..errors import MediaError
     from ..live import (FfmpegSink, FrameSource, LiveAnimator, PreviewSink, default_live_output, has_display,
                         is_realtime, parse_input_args, run_live)
-    from ..session import load_person
+    from ..fewshot.session import load_person
     from .animate import _default_device
 
     if not sources:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NoFaceError
+from ..errors import NoFaceError
 
 #: Points that move with the skull but hardly with expression: nose bridge and base (27-35),
 #: outer and inner eye corners (36, 39, 42, 45), upper ends of the jaw line (0, 1, 15, 16).

@@ -3,7 +3,7 @@
 
 SOURCE is what ``animate`` takes: photos, a folder of photos, a video (K frames sampled) or a
 fine-tuned person folder. Everything goes through the library's own API
-(:class:`~headpuppet.inference.Animator`, :func:`~headpuppet.sources.load_source_images`); there is
+(:class:`~headpuppet.fewshot.animator.Animator`, :func:`~headpuppet.fewshot.sources.load_source_images`); there is
 no logic of its own here beyond keeping loaded models around for a long-running UI.
 """
 
@@ -14,22 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
-from .progress import Reporter
+from ..progress import Reporter
 
 
 @dataclass
 class Loaded:
     """A model, a person ready to render and the landmark detector to drive it with."""
 
-    animator: Any          # headpuppet.inference.Animator
-    person: Any            # headpuppet.inference.Person
+    animator: Any          # headpuppet.fewshot.animator.Animator
+    person: Any            # headpuppet.fewshot.person.Person
     detector: Any          # a landmark detector plugin instance
     source: str            # what the person was made from (for messages)
 
 
 class AnimatorCache:
-    """Loaded :class:`~headpuppet.inference.Animator` objects by (checkpoint, device), so a UI loads
+    """Loaded :class:`~headpuppet.fewshot.animator.Animator` objects by (checkpoint, device), so a UI loads
     each model once. Thread-safe; keeps the ``size`` most recently used."""
 
     def __init__(self, pm=None, size: int = 3):
@@ -39,12 +38,9 @@ class AnimatorCache:
         self._lock = threading.Lock()
 
     def get(self, checkpoint: str | Path | None, device: str = "cpu", precision: str = "auto"):
-        from .inference import Animator, default_checkpoint
+        from .animator import Animator, resolve_checkpoint
 
-        ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
-        if not ckpt.exists():
-            raise CheckpointError(f"no checkpoint at {ckpt}; pass --checkpoint with a run or checkpoint folder"
-                                  + ("" if checkpoint else " (the demo weights are not installed)"))
+        ckpt = resolve_checkpoint(checkpoint)
         key = (str(ckpt.resolve()), str(device), _mtime(ckpt), precision)
         with self._lock:
             if key in self._items:
@@ -71,13 +67,13 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
     """The model and person ``animate`` would use for ``sources`` (same checks, same messages).
 
     A single fine-tuned person folder brings its own networks (``checkpoint`` is then ignored);
-    anything else is read with :func:`~headpuppet.sources.load_source_images` (unreadable photos
+    anything else is read with :func:`~headpuppet.fewshot.sources.load_source_images` (unreadable photos
     fail before the model loads), embedded by ``checkpoint`` (default: the demo model) and, with
     ``finetune_steps``, fine-tuned on its shots (paper section 3.4). ``precision`` is how G renders
-    (:func:`~headpuppet.inference.resolve_precision`).
+    (:func:`~headpuppet.fewshot.animator.resolve_precision`).
     """
-    from .errors import MediaError
-    from .inference import Animator
+    from ..errors import MediaError
+    from .animator import Animator
     from .sources import is_person_dir, load_source_images
 
     sources = [str(s) for s in sources]

@@ -4,8 +4,8 @@ SOURCE (the K shots of the paper's few-shot setting, section 3.3) is one of
 
 * a photo, several photos, or a folder of photos (each photo one shot);
 * a video: K frames sampled evenly over its length;
-* a fine-tuned person folder written by ``headpuppet fine-tune`` (section 3.4), recognised by its
-  ``meta.json`` with ``"format": "headpuppet-person"``; it is loaded by :mod:`headpuppet.inference`.
+* a fine-tuned person folder written by ``headpuppet fine-tune`` (section 3.4), recognised by
+  :func:`~headpuppet.fewshot.person.is_person_dir`; it is read by :mod:`headpuppet.fewshot.person`.
 
 DRIVER is a video, or a folder of frames (sorted by name, played at ``fps``).
 Unreadable inputs raise :class:`~headpuppet.errors.MediaError` with a one-line message.
@@ -13,35 +13,19 @@ Unreadable inputs raise :class:`~headpuppet.errors.MediaError` with a one-line m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .errors import MediaError
-from .media.imaging import is_image, is_video, read_image
-
-PERSON_FORMAT = "headpuppet-person"
-
-
-def is_person_dir(path: str | Path) -> bool:
-    """True when ``path`` is a fine-tuned person folder (``headpuppet fine-tune`` output)."""
-    meta = Path(path) / "meta.json"
-    if not meta.is_file():
-        return False
-    if (Path(path) / "person.safetensors").is_file():
-        return True  # even with a damaged meta.json: loading it then says the folder is broken
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == PERSON_FORMAT
+from ..errors import MediaError
+from ..media.imaging import is_image, is_video, read_image
+from .person import is_person_dir
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from .media.video import list_image_frames  # natural sort: frame_2 before frame_10
+    from ..media.video import list_image_frames  # natural sort: frame_2 before frame_10
 
     return list_image_frames(folder)
 
@@ -57,7 +41,7 @@ class SourceImages:
 
 def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     """``k`` frames spread evenly over a video (all of them if it is shorter)."""
-    from .media.video import read_frames
+    from ..media.video import read_frames
 
     info = _probe(path)
     n = info.num_frames
@@ -80,7 +64,7 @@ def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], lis
 
 
 def _probe(path: str | Path):
-    from .media.video import probe
+    from ..media.video import probe
 
     try:
         return probe(path)
@@ -159,7 +143,7 @@ class Driver:
             for f in self.files:
                 yield read_image(f)
             return
-        from .media.video import read_frames
+        from ..media.video import read_frames
 
         try:
             yield from read_frames(self.path)

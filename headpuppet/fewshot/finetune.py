@@ -11,25 +11,29 @@ After meta-learning, a new person's T frames give ``e_new`` (mean of E over the 
 
 The update steps are :func:`headpuppet.training.steps.discriminator_step` / ``generator_step``,
 the same as meta-learning, run with ``psi=`` and ``w=``. The result is a :class:`Person` with its
-own copies of G and D (the base model is untouched), saved by :func:`fine_tune` as a person folder
-that ``headpuppet animate`` takes as SOURCE.
+own copies of G and D (the base model is untouched), which
+:meth:`~headpuppet.fewshot.animator.Animator.save_person` writes as a person folder that
+``headpuppet animate`` takes as SOURCE. :func:`headpuppet.fine_tune` (``headpuppet fine-tune``) does
+the whole of it, from photos and a checkpoint to the folder.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError
-from .media.imaging import to_tensor, to_uint8, write_image
-from .progress import NULL, Reporter
+from ..errors import CheckpointError
+from ..media.imaging import to_tensor, to_uint8, write_image
+from ..progress import NULL, Reporter
+from .person import Person
 
 
 def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi, rows: int = 4) -> np.ndarray:
     """Grid with one row per frame: source shot | landmark image | generated | real."""
-    from .media.landmarks import rasterise
+    from ..media.landmarks import rasterise
 
     idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     y = animator.landmark_images(points[idx], None if person.iris is None else person.iris[idx])
@@ -52,15 +56,14 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     """Fine-tune G and D on the person's shots (all of them are the T frames); returns a new Person.
 
     Args:
-        animator: a :class:`headpuppet.inference.Animator` with a discriminator.
+        animator: a :class:`headpuppet.fewshot.animator.Animator` with a discriminator.
         person: from ``animator.prepare_source(frames)`` (``e`` is the mean over the T frames).
         steps, batch_size, lr_g, lr_d, preview_every: default to ``animator.cfg.finetune``.
         preview_dir: write ``step-NNNNNNN.png`` previews there (source | landmark | generated | real).
-        content_loss: a :class:`headpuppet.losses.ContentLoss` (default: built from ``cfg.loss``).
+        content_loss: a :class:`headpuppet.training.losses.ContentLoss` (default: built from ``cfg.loss``).
         seed: seeds the batch order and the networks' randomness.
     """
-    from .inference import Person, clone_module
-    from .training.steps import autocast_for, discriminator_step, generator_step
+    from ..training.steps import autocast_for, discriminator_step, generator_step
 
     cfg = animator.cfg
     fcfg = cfg.finetune
@@ -73,7 +76,7 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                               f"training checkpoint or an export made with the discriminator")
     device = animator.device
     if content_loss is None:
-        from .losses import ContentLoss
+        from ..training.losses import ContentLoss
 
         content_loss = ContentLoss(animator.pm, cfg.loss, device=device)
 
@@ -100,7 +103,7 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     reals = to_tensor(frames).to(device)                                      # (T, 3, S, S)
     ys = animator.landmark_images(points, person.iris)                        # (T, 3, S, S)
     T = len(frames)
-    from .models.warp_generator import needs_source
+    from ..models.warp_generator import needs_source
 
     warp_guided = needs_source(gen)
     pts = torch.from_numpy(np.asarray(points, np.float32)).to(device)         # (T, 68, 2)
@@ -137,21 +140,6 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                   finetune_steps=person.finetune_steps + steps)
 
 
-def fine_tune(checkpoint: str | Path, frames: list[np.ndarray], out_dir: str | Path, steps: int | None = None,
-              pm=None, reporter: Reporter | None = None, *, device: str = "cpu", detector=None,
-              labels: list[str] | None = None, seed: int = 0, **kwargs):
-    """Fine-tune ``checkpoint`` on ``frames`` (T images of one person) and write a person folder.
-
-    Landmarks come from the checkpoint's detector plugin (or ``detector``); previews go to
-    ``out_dir/previews``. Returns ``(person, out_dir)``.
-    """
-    from .inference import Animator
-
-    reporter = reporter or NULL
-    animator = Animator.from_checkpoint(checkpoint, device=device, pm=pm)
-    person = animator.prepare_source(frames, detector=detector, labels=labels, reporter=reporter)
-    out_dir = Path(out_dir)
-    tuned = fine_tune_person(animator, person, steps, reporter=reporter, preview_dir=out_dir / "previews",
-                             seed=seed, **kwargs)
-    animator.save_person(tuned, out_dir)
-    return tuned, out_dir
+def clone_module(module: torch.nn.Module) -> torch.nn.Module:
+    """An independent copy (fine-tuning must not change the base model)."""
+    return copy.deepcopy(module)
