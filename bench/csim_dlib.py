@@ -37,7 +37,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from headpuppet.evaluation import DlibCSIMMetric, MetricBatch
+    from headpuppet.evaluation import MetricBatch
+    from headpuppet_plugins.metrics import DlibCSIMMetric
     from headpuppet.nets.dlib_resnet import extract_chips, load_dlib_resnet
     from headpuppet.plugins import make_plugin_manager, registry
     from headpuppet.media.video import read_frames

@@ -66,7 +66,7 @@ def main() -> None:
         if first is None:
             first = points
         else:
-            from headpuppet.evaluation import landmark_error
+            from headpuppet.media.landmarks import landmark_error
 
             d = [landmark_error(p, q) for p, q in zip(points, first) if p is not None and q is not None]
             extra = f", points vs {args.detector[0]}: {np.mean(d):.3f} inter-ocular" if d else ""

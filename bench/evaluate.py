@@ -65,9 +65,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from headpuppet.baselines import CopyBaseline, WarpBaseline
-    from headpuppet.evaluation import (CSIMMetric, FIDMetric, LandmarkErrorMetric, MetricBatch, PSNRMetric,
-                                       SSIMMetric, feature_statistics, frechet_distance)
+    from headpuppet.evaluation import CopyBaseline, MetricBatch, WarpBaseline
+    from headpuppet_plugins.metrics import (CSIMMetric, FIDMetric, LandmarkErrorMetric, PSNRMetric, SSIMMetric,
+                                            feature_statistics, frechet_distance)
     from headpuppet.nets.facerec import build_arcface
     from headpuppet.nets.inception import build_fid_inception
 

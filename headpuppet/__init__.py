@@ -16,3 +16,8 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 __all__ = ["hookimpl", "__version__"]
+
+# the evaluate stage (headpuppet.evaluation.api), as light at import as the functions above
+from .evaluation.api import evaluate  # noqa: E402
+
+__all__ += ["evaluate"]

@@ -56,7 +56,7 @@ def test_listed_by_headpuppet_plugins(installed):
 
 def test_preprocess_with_the_dlib_detector_agrees_with_mediapipe(tmp_path):
     from headpuppet.data.format import open_dataset
-    from headpuppet.evaluation import landmark_error
+    from headpuppet.media.landmarks import landmark_error
     from headpuppet.data.preprocess import preprocess
 
     pm = make_plugin_manager(plugins_dir=PACKAGE)  # as `headpuppet --plugins-dir ... preprocess`

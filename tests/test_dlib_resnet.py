@@ -332,7 +332,8 @@ def _frames():
 
 
 def test_csim_dlib_metric(net, pm, wdir):
-    from headpuppet.evaluation import DlibCSIMMetric, MetricBatch, load_metrics
+    from headpuppet.evaluation import MetricBatch, load_metrics
+    from headpuppet_plugins.metrics import DlibCSIMMetric
 
     (a, pa), (a2, pa2), (b, pb) = _frames()
     m = DlibCSIMMetric(net, batch_size=2)
@@ -358,7 +359,8 @@ def test_csim_dlib_metric(net, pm, wdir):
 def test_csim_dlib_on_cuda_matches_cpu(net, wdir):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from headpuppet.evaluation import DlibCSIMMetric, MetricBatch
+    from headpuppet.evaluation import MetricBatch
+    from headpuppet_plugins.metrics import DlibCSIMMetric
 
     (a, pa), (a2, _), (b, _) = _frames()
     batch = MetricBatch(fake=np.stack([a2, b]), real=np.stack([a, a]), real_points=np.stack([pa, pa]),

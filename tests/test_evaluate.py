@@ -215,3 +215,60 @@ def test_a_dataset_of_another_crop_size_is_resized_to_the_model(dataset, run, tm
     assert text.count("resizing them to the model's 32 px") == 1
     rows = json.loads((out / "metrics.json").read_text())["results"]
     assert rows[0]["frames"] == 2 and np.isfinite(rows[0]["metrics"]["ssim"]["value"])
+
+
+class _MeanAbsError:
+    """A third party's metric written as the plugin guide shows (columns from the registration)."""
+
+    @staticmethod
+    def plugin():
+        from headpuppet import hookimpl
+        from headpuppet.errors import WeightsMissingError
+        from headpuppet.evaluation import PairedMetric
+
+        class MeanAbsError(PairedMetric):
+            name, label, higher_is_better, decimals = "mae", "MAE", False, 2
+
+            def scores(self, batch):
+                return np.abs(batch.fake.astype(np.float64) - batch.real).mean(axis=(1, 2, 3))
+
+        class NeedsWeights:  # a class as its own factory: the column from its attributes
+            label, higher_is_better, decimals = "Heavy", True, 4
+
+            def __init__(self, weights_dir=None, device="cpu"):
+                raise WeightsMissingError("heavy needs weights; run `headpuppet weights download heavy`")
+
+        class Plugin:
+            @hookimpl
+            def register_metrics(self, register):
+                register("mae", lambda weights_dir=None, device="cpu": MeanAbsError(), label="MAE",
+                         higher_is_better=False, decimals=2)
+                register("heavy", NeedsWeights)
+
+        return Plugin()
+
+
+def test_python_api_gives_the_cli_table_and_third_party_columns(dataset, run, tmp_path, monkeypatch):
+    """`headpuppet.evaluate` is what the CLI runs: the same metrics.json byte for byte; a third
+    party's metric gets its header, arrow and decimals from its registration."""
+    import headpuppet
+    from headpuppet.evaluation.report import table
+    from headpuppet.plugins import make_plugin_manager
+
+    monkeypatch.setenv("HEADPUPPET_WEIGHTS", str(tmp_path / "no-weights"))
+    args = dict(shots=[2], frames_per_video=2, metrics=["ssim", "psnr"], seed=7)
+    res = headpuppet.evaluate(None, dataset, out=tmp_path / "api", **args)
+    assert sorted(res.files) == ["examples-k2.png", "metrics-vs-shots.png", "metrics.json", "report.md"]
+    assert res.methods == ["copy", "warp"] and {c.shots for c in res.cells} == {2}
+    assert run("none", dataset, "--shots", "2", "--frames-per-video", 2, "--metrics", "ssim,psnr", "--seed", 7,
+               "--out", tmp_path / "cli")[0] == 0
+    assert (tmp_path / "api" / "metrics.json").read_bytes() == (tmp_path / "cli" / "metrics.json").read_bytes()
+
+    pm = make_plugin_manager(extra_plugins=[("mae-plugin", _MeanAbsError.plugin())])
+    res = headpuppet.evaluate(None, dataset, shots=[1], baselines=["copy"], max_videos=1, frames_per_video=2,
+                              metrics=["mae", "heavy"], pm=pm)
+    assert res.files == {}
+    headers, rows = table(res)
+    assert headers == ["Method (T)", "MAE ↓", "Heavy ↑", "frames"]
+    assert rows[0][1].count(".") == 1 and len(rows[0][1].split(".")[1]) == 2 and rows[0][2] == "n/c"
+    assert "headpuppet weights download heavy" in res.metrics["heavy"].reason

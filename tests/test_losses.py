@@ -151,12 +151,12 @@ def test_content_loss_passes_landmarks_only_to_networks_that_take_them(pm):
 
 
 def test_ssim_loss_matches_evaluate_ssim_and_trains_fake_only():
-    """The training term measures what `evaluate` reports: torch SSIM equals the numpy metric (the
-    skimage definition) on real-looking images, and its gradient reaches the fake only."""
+    """The training term measures what `evaluate` reports: torch SSIM equals the SSIM metric plugin
+    (scikit-image's structural_similarity) on real-looking images, and its gradient reaches the fake only."""
     import numpy as np
     from skimage import data
 
-    from headpuppet.evaluation import ssim
+    from headpuppet_plugins.metrics import ssim  # the metric `evaluate` reports as SSIM
     from headpuppet.training.losses import ssim_loss, ssim_map
 
     img = data.astronaut()[::4, ::4][:96, :96].astype(np.float64)  # (96, 96, 3)

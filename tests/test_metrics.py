@@ -1,5 +1,7 @@
-"""Evaluation metrics: SSIM/PSNR against scikit-image, the Frechet distance in closed form, the FID
-Inception and ArcFace converters from files in the original formats, missing weights, baselines."""
+"""The first-party metric plugins (``headpuppet_plugins.metrics``): SSIM/PSNR against scikit-image
+and the hand-written SSIM they replaced, the Frechet distance in closed form, the FID Inception and
+ArcFace converters from files in the original formats, missing weights, each column from the
+plugin's registration."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from headpuppet.evaluation import (CSIMMetric, FIDMetric, MetricBatch, feature_statistics, frechet_distance,
-                                   interocular, landmark_error, load_metrics, psnr, ssim)
+from headpuppet.evaluation import MetricBatch, load_metrics
+from headpuppet.media.landmarks import inter_ocular, landmark_error
+from headpuppet_plugins.metrics import CSIMMetric, FIDMetric, feature_statistics, frechet_distance, psnr, ssim
 
 torch.set_num_threads(1)
 
@@ -40,6 +43,64 @@ def test_ssim_psnr_match_skimage(astronaut):
         assert ours_p[i] == pytest.approx(ref_p, abs=1e-7)
     assert ssim(a[0], a[0])[0] == pytest.approx(1.0)
     assert np.isinf(psnr(a[:1], a[:1])[0])
+
+
+def _handwritten_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, win_size: int = 7) -> np.ndarray:
+    """The batched numpy SSIM evaluate used before it called scikit-image (defined as skimage's
+    defaults), kept to prove the metric's numbers did not change. ``(B, H, W, 3)`` -> ``(B,)``."""
+    from scipy.ndimage import uniform_filter
+
+    x = np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float64)  # (B, C, H, W)
+    y = np.ascontiguousarray(b.transpose(0, 3, 1, 2), dtype=np.float64)
+    pad = (win_size - 1) // 2
+
+    def mean(t):
+        out = np.empty_like(t)
+        for i in np.ndindex(t.shape[:2]):
+            uniform_filter(t[i], size=win_size, mode="reflect", output=out[i])
+        return out[..., pad:-pad or None, pad:-pad or None]
+
+    ux, uy = mean(x), mean(y)
+    n = win_size * win_size
+    cov_norm = n / (n - 1)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(axis=(1, 2, 3))
+
+
+def _handwritten_psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(data_range ** 2 / mse)
+
+
+def test_ssim_psnr_give_the_numbers_of_the_handwritten_metric(astronaut):
+    a, b = _face_crops(astronaut)
+    rng = np.random.default_rng(5)
+    c = rng.integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)  # not square, not a face
+    d = np.clip(c.astype(int) + rng.integers(-30, 31, c.shape), 0, 255).astype(np.uint8)
+    for x, y in ((a, b), (c, d)):
+        np.testing.assert_allclose(ssim(x, y), _handwritten_ssim(x, y), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(psnr(x, y), _handwritten_psnr(x, y), rtol=0, atol=1e-12)
+    assert ssim(a, b).dtype == np.float64 and ssim(a, b).shape == (3,)
+
+
+def test_columns_come_from_the_plugin_registration(pm, tmp_path, monkeypatch):
+    """Label, direction and decimals are the plugin's, also for a metric that cannot run."""
+    from headpuppet.evaluation.report import format_value
+
+    monkeypatch.setenv("HEADPUPPET_WEIGHTS", str(tmp_path))
+    _, status = load_metrics(pm, ["fid", "ssim", "psnr", "landmark-error"], weights_dir=tmp_path)
+    cols = {n: (s.label, s.higher_is_better, s.decimals) for n, s in status.items()}
+    assert cols == {"fid": ("FID", False, 1), "ssim": ("SSIM", True, 3), "psnr": ("PSNR", True, 2),
+                    "landmark-error": ("LMK-err", False, 3)}
+    assert not status["fid"].computed
+    assert format_value({"value": 12.345, "failed": 0}, status["fid"].decimals) == "12.3"
+    assert format_value({"value": 0.5, "failed": 2}, status["ssim"].decimals) == "0.500*"
 
 
 def test_ssim_on_shared_photo_matches_skimage():
@@ -89,7 +150,7 @@ def test_frechet_distance_of_samples_is_near_zero_for_one_distribution():
 def test_landmark_error_is_normalised_by_interocular():
     ref = np.zeros((68, 2), np.float32)
     ref[36], ref[45] = (10, 50), (50, 50)  # inter-ocular distance 40
-    assert interocular(ref) == pytest.approx(40)
+    assert inter_ocular(ref) == pytest.approx(40)
     pred = ref + np.array([3.0, 4.0])  # every point 5 px off
     assert landmark_error(pred, ref) == pytest.approx(5 / 40)
 
@@ -230,40 +291,3 @@ def test_csim_and_fid_metrics_behave(astronaut):
     assert v.count == 3 and v.value == pytest.approx(0.0, abs=1e-3)  # same sets
     fid.reset()
     assert fid.compute().value is None  # fewer than 2 frames
-
-
-def test_warp_baseline_moves_the_face_toward_the_target_landmarks(pm, tmp_path_factory):
-    """On two frames of one video with different expressions, the warp's detected landmarks are
-    closer to the target's than the unwarped source's are."""
-    from tests.conftest import shared_file
-
-    from headpuppet.baselines import CopyBaseline, WarpBaseline
-    from headpuppet.data.format import open_dataset
-    from headpuppet.plugins import registry
-    from headpuppet.data.preprocess import preprocess
-
-    video = shared_file("videos/dtk_w009_happy.mp4")
-    try:
-        det = registry(pm, "landmarks").create("mediapipe")
-    except Exception as exc:  # pragma: no cover - depends on the environment
-        pytest.skip(f"mediapipe detector unavailable: {exc}")
-    root = tmp_path_factory.mktemp("warp") / "ds"
-    preprocess([video], root, size=128, every=6, max_frames=16, pm=pm)
-    v = open_dataset(root).videos[0]
-    lm = v.landmarks
-    # the pair with the most different mouths (expression change), relative to face size
-    mouth = (lm[:, 48:68] - lm[:, 48:68].mean(1, keepdims=True)) / interocular(lm)[:, None, None]
-    d = ((mouth[:, None] - mouth[None]) ** 2).sum(-1).mean(-1)
-    i, j = np.unravel_index(np.argmax(d), d.shape)
-    src, tgt = v.frame(int(i)), lm[j]
-
-    def err(method):
-        out = method.render(method.prepare(src[None], lm[i:i + 1]), tgt[None])[0]
-        det.reset()
-        faces = det.detect(out)
-        assert faces, f"no face found in the {method.name} output"
-        return landmark_error(faces[0].points, tgt)
-
-    e_copy, e_warp, e_pwa = err(CopyBaseline()), err(WarpBaseline("tps")), err(WarpBaseline("pwa"))
-    assert e_warp < e_copy
-    assert e_pwa < e_copy

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from headpuppet.baselines import nearest_shot as np_nearest_shot
-from headpuppet.baselines import tps_warp as np_tps_warp
+from headpuppet.evaluation.baselines import nearest_shot as np_nearest_shot
+from headpuppet.evaluation.baselines import tps_warp as np_tps_warp
 from headpuppet.config import ModelConfig
 from headpuppet.media.imaging import to_tensor, to_uint8
 from headpuppet.models import WarpGenerator, build_networks

@@ -1,8 +1,7 @@
 """``headpuppet evaluate``: the paper's self-reenactment metrics on held-out preprocessed videos.
 
-Thin: parse, load the dataset / checkpoint / metrics / detector, call
-:func:`headpuppet.evaluation.run_evaluation`, write the report (:mod:`headpuppet.report`) and show
-its table with Rich.
+Thin: parse the options, call :func:`headpuppet.evaluation.evaluate` (which writes the report) and
+show its table (:func:`headpuppet.evaluation.report.table`) with Rich.
 """
 
 from __future__ import annotations
@@ -65,81 +64,28 @@ def register(app: typer.Typer, state) -> None:
                                            "bf16 or auto."),
     ) -> None:
         """Reproduce the paper's self-reenactment table (FID, SSIM, CSIM, landmark error) with baselines."""
-        from ..baselines import make_baseline
         from .animate import _check_precision
 
         precision = _check_precision(precision)
-        from ..data.format import open_dataset
-        from ..errors import HeadpuppetError, PluginError
-        from ..evaluation import EvalSettings, ModelMethod, load_metrics, run_evaluation
-        from ..plugins import registry
-        from ..report import notes, table, write_report
-
-        from ..devices import resolve_device
-        from ..outputs import check_not_input, check_writable_dir
+        from ..evaluation import evaluate as run
+        from ..evaluation.report import notes, table
 
         ks = _ints(shots, "--shots")
-        no_model = checkpoint.strip().lower() in ("none", "-", "")
-        device = str(resolve_device(device))  # an unknown or absent device: one line, before any work
-        check_not_input(out, [("checkpoint", None if no_model else checkpoint), ("dataset", data),
-                              ("weights folder", weights_dir)], "--out")
-        check_writable_dir(out, "--out")      # not after the evaluation
-        modes = _names([mode]) if mode else ([] if no_model else ["ff", "ft"])
-        for m in modes:
+        modes = _names([mode]) if mode else None
+        for m in modes or []:
             if m not in ("ff", "ft"):
                 raise typer.BadParameter(f"--mode takes ff and/or ft, got {m!r}")
-        if no_model and modes:
-            raise HeadpuppetError("--mode needs a checkpoint; pass a run or checkpoint folder as CHECKPOINT, "
-                                  "or drop --mode to evaluate baselines only")
         base_names = _names(baseline) if baseline else ["copy", "warp"]
-        if "none" in base_names:
-            base_names = []
-        methods = [make_baseline(b) for b in base_names]
-        if not methods and no_model:
-            raise HeadpuppetError("nothing to evaluate: CHECKPOINT is none and --baseline none; give one of them")
-
-        dataset = open_dataset(data)  # one-line DatasetError when missing or empty
-        ckpt_info = None
-        if not no_model:
-            from ..fewshot.animator import Animator
-
-            animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm,
-                                                precision=precision)
-            if animator.size != dataset.size:
-                console.print(f"{data} has {dataset.size} px crops; resizing them to the model's {animator.size} px "
-                              f"(frames and landmarks)", highlight=False, soft_wrap=True)
-                dataset = dataset.resized(animator.size)
-            if animator.embedder is None:
-                raise HeadpuppetError(f"{checkpoint} has no embedder; evaluate needs a meta-train checkpoint")
-            ckpt_info = {"path": str(checkpoint), "step": _step(animator)}
-            methods += [ModelMethod(animator, m, finetune_steps, seed) for m in modes]
-
-        metric_objs, status = load_metrics(state.pm, _names([metrics]) if metrics else None, weights_dir, device)
-        det = None
-        if "landmark-error" in metric_objs:
-            det_name = detector or dataset.detector or "mediapipe"
-            if det_name.lower() == "none":
-                del metric_objs["landmark-error"]
-                status["landmark-error"].computed = False
-                status["landmark-error"].reason = "--detector none"
-            else:
-                try:
-                    det = registry(state.pm, "landmarks").create(det_name)
-                except (PluginError, ImportError) as exc:
-                    del metric_objs["landmark-error"]
-                    status["landmark-error"].computed = False
-                    status["landmark-error"].reason = f"detector '{det_name}' unavailable: {exc}"
-
-        settings = EvalSettings(shots=tuple(ks), frames_per_video=frames_per_video, max_videos=max_videos,
-                                seed=seed, examples=examples)
-        reporter = RichReporter()
-        results = run_evaluation(
-            dataset, methods, metric_objs, status, settings, detector=det, reporter=reporter,
-            checkpoint_info=ckpt_info,
-            dataset_info={"path": str(data), "videos": min(len(dataset.videos), max_videos or len(dataset.videos)),
-                          "size": dataset.size, "detector": dataset.detector},
+        no_model = checkpoint.strip().lower() in ("none", "-", "")
+        results = run(
+            None if no_model else checkpoint, data, out=out, shots=ks, modes=modes,
+            baselines=[] if "none" in base_names else base_names,
+            metrics=_names([metrics]) if metrics else None, max_videos=max_videos,
+            frames_per_video=frames_per_video, finetune_steps=finetune_steps, seed=seed, device=device,
+            detector=detector, weights_dir=weights_dir, examples=examples, precision=precision,
+            pm=state.pm, reporter=_Reporter(),
         )
-        files = write_report(results, out)
+        files = results.files
 
         from rich.table import Table
 
@@ -159,13 +105,11 @@ def register(app: typer.Typer, state) -> None:
         console.print(f"wrote {', '.join(sorted(files))} to {out}", highlight=False, soft_wrap=True)
 
 
-def _step(animator) -> int | None:
-    import json
+class _Reporter(RichReporter):
+    """Progress bars on stderr as every command's; evaluate's notes (a dataset resized to the
+    model) on stdout beside its table."""
 
-    from ..training.checkpoint import resolve
+    def info(self, message: str) -> None:
+        from rich.markup import escape
 
-    try:
-        folder = resolve(animator.source)
-        return int(json.loads((folder / "meta.json").read_text()).get("step"))
-    except Exception:  # an informational field only
-        return None
+        console.print(escape(message), highlight=False, soft_wrap=True)

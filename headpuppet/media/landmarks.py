@@ -173,6 +173,14 @@ def inter_ocular(points: np.ndarray):
     return float(d) if d.ndim == 0 else d.astype(np.float32)
 
 
+def landmark_error(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Mean point-to-point distance over the reference's inter-ocular distance (the 300-W
+    benchmark's normalised error), in float64. ``(..., 68, 2)`` pairs -> ``(...)``."""
+    pred, ref = _check_many(pred), _check_many(ref)
+    iod = np.linalg.norm(ref[..., LEFT_EYE_OUTER, :] - ref[..., RIGHT_EYE_OUTER, :], axis=-1)
+    return np.linalg.norm(pred - ref, axis=-1).mean(-1) / np.maximum(iod, 1e-6)
+
+
 def bbox(points: np.ndarray) -> tuple[float, float, float, float]:
     """Bounding box ``(x0, y0, x1, y1)`` in pixels of one face's ``(68, 2)`` landmarks."""
     pts = _check_points(points)

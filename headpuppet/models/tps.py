@@ -2,7 +2,7 @@
 
 The warp-guided generator (:mod:`headpuppet.models.warp_generator`) moves the pixels of a source
 shot so that its 68 landmarks land on the target's, exactly as the training-free ``warp`` baseline
-(:func:`headpuppet.baselines.tps_warp`, numpy + OpenCV) does, but for a whole batch at once, on
+(:func:`headpuppet.evaluation.baselines.tps_warp`, numpy + OpenCV) does, but for a whole batch at once, on
 any device, with gradients flowing to the image. The spline is the same: solved backwards (for
 each output pixel, where to sample in the source), image corners and edge midpoints pinned, a
 small regulariser, coordinates normalised by the image size, evaluated on a grid of at most
@@ -95,7 +95,7 @@ def nearest_shot(shot_points: torch.Tensor, target_points: torch.Tensor,
                  allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the shot whose landmarks are closest to each target's.
 
-    The same distance as the ``warp`` baseline (:func:`headpuppet.baselines.nearest_shot`): shape
+    The same distance as the ``warp`` baseline (:func:`headpuppet.evaluation.baselines.nearest_shot`): shape
     (landmarks normalised for position and scale) plus placement (pixels relative to face size).
 
     Args:

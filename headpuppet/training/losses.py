@@ -89,9 +89,9 @@ class ContentLoss(nn.Module):
 def ssim_map(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -> torch.Tensor:
     """Per-image structural similarity of ``a`` and ``b`` ``(B, C, H, W)`` -> ``(B,)``, differentiable.
 
-    The same definition as :func:`headpuppet.evaluation.ssim` (scikit-image's defaults: a 7x7 uniform
-    window over the valid area, sample covariance, K1 = 0.01, K2 = 0.03, mean over pixels and
-    channels), so a training term on it optimises the number ``evaluate`` reports. Images are in
+    The same definition as the SSIM ``evaluate`` reports (scikit-image's ``structural_similarity``
+    with its defaults: a 7x7 uniform window over the valid area, sample covariance, K1 = 0.01,
+    K2 = 0.03, mean over pixels and channels), so a training term on it optimises the number ``evaluate`` reports. Images are in
     ``[-1, 1]``; they are mapped to ``[0, 1]`` first, since SSIM's luminance term is not shift-invariant.
     """
     if a.shape != b.shape or a.ndim != 4:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import PAPER_METRICS, EvalResults
+from .metric import DEFAULT_DECIMALS, PAPER_METRICS
+from .protocol import EvalResults
 
-#: decimals per metric in the tables (others: 3)
-DECIMALS = {"fid": 1, "ssim": 3, "psnr": 2, "csim": 3, "csim-dlib": 3, "landmark-error": 3}
 NOT_COMPUTED = "n/c"
 
 
@@ -36,15 +35,16 @@ def header(results: EvalResults, name: str) -> str:
     return f"{st.label or name}{arrow}"
 
 
-def format_value(name: str, value: dict | None) -> str:
-    """A cell: the value, ``n/c`` when not computed, with ``*`` when some frames failed."""
+def format_value(value: dict | None, decimals: int = DEFAULT_DECIMALS) -> str:
+    """A cell: the value with the metric's decimals (from its plugin), ``n/c`` when not computed,
+    with ``*`` when some frames failed."""
     if value is None or value.get("value") is None:
         return NOT_COMPUTED
     v = value["value"]
     if isinstance(v, float) and math.isinf(v):
         text = "inf"
     else:
-        text = f"{v:.{DECIMALS.get(name, 3)}f}"
+        text = f"{v:.{decimals}f}"
     return text + ("*" if value.get("failed") else "")
 
 
@@ -56,7 +56,8 @@ def table(results: EvalResults) -> tuple[list[str], list[list[str]]]:
     for cell in sorted(results.cells, key=lambda c: (c.shots, results.methods.index(c.method))):
         row = [cell.row]
         for n in names:
-            row.append(format_value(n, cell.metrics.get(n)) if results.metrics[n].computed else NOT_COMPUTED)
+            st = results.metrics[n]
+            row.append(format_value(cell.metrics.get(n), st.decimals) if st.computed else NOT_COMPUTED)
         row.append(str(cell.frames))
         rows.append(row)
     return headers, rows

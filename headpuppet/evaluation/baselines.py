@@ -10,7 +10,7 @@ driver. These baselines give every table such a comparator without any training:
   that same shot warped so its 68 landmarks land on the target's, image corners and edge midpoints
   pinned so the background stays put.
 
-A method follows :class:`headpuppet.evaluation.Method`: ``prepare(shots, points, iris)`` once per
+A method follows :class:`headpuppet.evaluation.protocol.Method`: ``prepare(shots, points, iris)`` once per
 video, then ``render(state, points, iris)`` for batches of target poses.
 """
 
@@ -161,6 +161,6 @@ def make_baseline(name: str):
         return WarpBaseline("tps")
     if name == "warp-pwa":
         return WarpBaseline("pwa")
-    from .errors import HeadpuppetError
+    from ..errors import HeadpuppetError
 
     raise HeadpuppetError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)}")
