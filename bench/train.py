@@ -79,11 +79,11 @@ def main() -> None:
     from headpuppet.models import build_networks, count_parameters
     from headpuppet.plugins import make_plugin_manager
     from headpuppet.devices import resolve_device
+    from headpuppet.testing import make_dataset
     from headpuppet.training.steps import autocast_for, discriminator_step, generator_step
-    threads = torch.get_num_threads()
-    from tests.test_training import make_dataset  # (importing it sets 1 thread for the tests)
 
-    torch.set_num_threads(args.threads or threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     preset = args.preset or ("paper-256" if device.type == "cuda" else "small-128")
     cfg = load_config(preset)

@@ -1,30 +1,15 @@
 """Shared fixtures: real faces from ../shared/data/faces (skipped with the reason where absent),
-scikit-image's astronaut, tiny configs, and a plugin manager built for each test."""
+scikit-image's astronaut, and a plugin manager built for each test. Helpers a test imports (tiny
+datasets, configs and checkpoints, fake detectors, strip_ansi, shared_file) live in headpuppet.testing."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def strip_ansi(text: str) -> str:
-    return ANSI.sub("", text)
-
-
-def shared_file(rel: str) -> Path:
-    """A file from ../shared/data/faces, or skip the test saying it is absent."""
-    path = FACES / rel
-    if not path.exists():
-        pytest.skip(f"shared face media not found: {path} (set HEADPUPPET_FACES to its folder)")
-    return path
+from headpuppet.testing import shared_file
 
 
 @pytest.fixture

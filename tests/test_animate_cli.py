@@ -11,8 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import shared_file, strip_ansi
-from tests.test_inference import make_checkpoint, make_pm, mediapipe_or_skip
+from headpuppet.testing import make_checkpoint, make_pm, mediapipe_or_skip, shared_file, strip_ansi
 
 N_FRAMES = 10
 

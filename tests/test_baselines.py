@@ -13,7 +13,7 @@ from headpuppet.protocols import largest_face
 def test_warp_baseline_moves_the_face_toward_the_target_landmarks(pm, tmp_path_factory):
     """On two frames of one video with different expressions, the warp's detected landmarks are
     closer to the target's than the unwarped source's are."""
-    from tests.conftest import shared_file
+    from headpuppet.testing import shared_file
 
     from headpuppet.evaluation.baselines import CopyBaseline, WarpBaseline
     from headpuppet.data.format import open_dataset

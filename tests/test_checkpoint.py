@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from headpuppet.errors import CheckpointError
+from headpuppet.testing import tiny_config
 from headpuppet.training import checkpoint as ck
-
-from .test_training import tiny_config
 
 torch.set_num_threads(1)
 

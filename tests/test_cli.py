@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from headpuppet import __version__
 from headpuppet.cli import build_app
 from headpuppet.plugins import make_plugin_manager
-from tests.conftest import strip_ansi
+from headpuppet.testing import strip_ansi
 
 
 def test_help_lists_the_pipeline_and_management_commands():

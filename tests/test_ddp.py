@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_training import make_dataset, tiny_config
+from headpuppet.testing import make_dataset, tiny_config
 
 SCRIPT = textwrap.dedent('''
     import hashlib, json, sys

@@ -17,7 +17,7 @@ from headpuppet.media.imaging import read_image
 from headpuppet.plugins import make_plugin_manager, registry
 from headpuppet.protocols import Face, LandmarkDetector
 from headpuppet_plugins import face_alignment_detector as fa_plugin
-from tests.conftest import shared_file, strip_ansi
+from headpuppet.testing import shared_file, strip_ansi
 
 
 @pytest.fixture(scope="module")

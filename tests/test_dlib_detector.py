@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from headpuppet import plugins as plugins_mod
 from headpuppet.cli import build_app
 from headpuppet.plugins import make_plugin_manager, registry
-from tests.conftest import shared_file, strip_ansi
+from headpuppet.testing import shared_file, strip_ansi
 
 PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "headpuppet-dlib-detector"
 

@@ -23,7 +23,7 @@ from headpuppet.errors import HeadpuppetError, WeightsMissingError
 from headpuppet.media.imaging import read_image, to_tensor
 from headpuppet.nets import dlib_resnet as D
 from headpuppet.nets.dlib_resnet import dat as D_dat, loading as D_loading
-from tests.conftest import shared_file, strip_ansi
+from headpuppet.testing import shared_file, strip_ansi
 
 torch.set_num_threads(1)
 

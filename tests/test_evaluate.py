@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from headpuppet.evaluation import plan_video
-from tests.conftest import shared_file, strip_ansi
+from headpuppet.testing import shared_file, strip_ansi
 
 torch.set_num_threads(1)
 SIZE = 64

@@ -7,8 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import shared_file, strip_ansi
-from tests.test_inference import TwoFaces, make_checkpoint, make_pm, mediapipe_or_skip
+from headpuppet.testing import TwoFaces, make_checkpoint, make_pm, mediapipe_or_skip, shared_file, strip_ansi
 
 TRAIN = [0, 10, 20, 30, 40, 50]
 HELD_OUT = [5, 25, 45, 70, 90]

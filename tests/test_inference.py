@@ -1,8 +1,7 @@
 """Few-shot inference (headpuppet.fewshot.animator, .person): sources embedded once, G alone per frame,
 person folders.
 
-Helpers here (tiny checkpoint, fake detector) are also used by test_animate_cli.py, test_finetune.py,
-test_api.py and others.
+The tiny checkpoint and the fake detector come from headpuppet.testing.
 """
 
 from __future__ import annotations
@@ -11,82 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from headpuppet import hookimpl
 from headpuppet.errors import CheckpointError, NoFaceError
 from headpuppet.progress import Reporter
-
-TINY = {
-    "model": {"image_size": 32, "ch": 4, "max_ch": 8, "emb_dim": 8, "gen_bottleneck": 8, "gen_res_blocks": 1,
-              "attention_down": [], "attention_up": [], "discriminator": "projection"},
-    "loss": {"perceptual": {"laplacian-pyramid": 1.0}, "perceptual_layers": {}},
-    "finetune": {"steps": 2, "batch_size": 2, "preview_every": 1},
-}
-
-
-def tiny_config(**model):
-    from headpuppet.config import load_config
-
-    over = {k: dict(v) for k, v in TINY.items()}
-    over["model"].update(model)
-    return load_config(overrides=over)
-
-
-def make_checkpoint(root, seed: int = 0, detector: str = "mediapipe", **model):
-    """A tiny random checkpoint written with the training checkpoint module; returns its folder."""
-    from headpuppet.models import build_networks
-    from headpuppet.plugins import make_plugin_manager
-    from headpuppet.training.checkpoint import make_meta, save_checkpoint
-
-    cfg = tiny_config(**model)
-    torch.manual_seed(seed)
-    nets = build_networks(cfg, 3, make_plugin_manager())
-    return save_checkpoint(root / "checkpoints", 10, dict(nets.items()), make_meta(cfg, 10, 3, detector=detector))
-
-
-class TwoFaces:
-    """A detector that finds a small and a large synthetic face in any frame that is not dark."""
-
-    name = "two-faces"
-    has_iris = False
-
-    def __init__(self, **_):
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def detect(self, frame):
-        from headpuppet.protocols import Face
-
-        if frame.mean() < 10:
-            return []
-        h, w = frame.shape[:2]
-        ang = np.linspace(0, 2 * np.pi, 69)[:-1]
-        unit = np.stack([np.cos(ang), np.sin(ang) * 1.2], 1)
-        big = Face(unit * w * 0.2 + [w * 0.6, h * 0.5])
-        small = Face(unit * w * 0.05 + [w * 0.15, h * 0.2])
-        return [small, big]  # deliberately not largest-first: the caller must pick by area
-
-
-class _FakePlugin:
-    @hookimpl
-    def register_landmark_detectors(self, register):
-        register("two-faces", TwoFaces)
-
-
-def make_pm():
-    from headpuppet.plugins import make_plugin_manager
-
-    return make_plugin_manager(extra_plugins=[("test-fake-detector", _FakePlugin())])
-
-
-def mediapipe_or_skip(pm):
-    from headpuppet.plugins import registry
-
-    reg = registry(pm, "landmarks")
-    if "mediapipe" not in reg or reg["mediapipe"].unavailable:
-        pytest.skip("the mediapipe detector plugin is not available")
-    return reg.create("mediapipe")
+from headpuppet.testing import TwoFaces, make_checkpoint, make_pm, mediapipe_or_skip
 
 
 class Recorder(Reporter):

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared_file
-from tests.test_inference import make_checkpoint, make_pm, mediapipe_or_skip
+from headpuppet.testing import make_checkpoint, make_pm, mediapipe_or_skip, shared_file
 
 PHOTO = "photos/fr_obama.jpg"
 VIDEO = "videos/dtk_m030_neutral.mp4"     # 256x256, 25 fps, 94 frames
@@ -313,7 +312,7 @@ def test_commands_are_listed_with_their_options():
     from typer.testing import CliRunner
 
     from headpuppet.cli import build_app
-    from tests.conftest import strip_ansi
+    from headpuppet.testing import strip_ansi
 
     app = build_app(make_pm())
     out = strip_ansi(CliRunner().invoke(app, ["--help"]).output)

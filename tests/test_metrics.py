@@ -104,7 +104,7 @@ def test_columns_come_from_the_plugin_registration(pm, tmp_path, monkeypatch):
 
 
 def test_ssim_on_shared_photo_matches_skimage():
-    from tests.conftest import shared_file
+    from headpuppet.testing import shared_file
     from skimage.metrics import structural_similarity
 
     from headpuppet.media.imaging import read_image

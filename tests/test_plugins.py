@@ -13,7 +13,7 @@ from headpuppet import plugins as plugins_mod
 from headpuppet.cli import build_app
 from headpuppet.errors import PluginError
 from headpuppet.plugins import make_plugin_manager, registry
-from tests.conftest import strip_ansi
+from headpuppet.testing import strip_ansi
 
 
 def _detector_plugin(name: str):

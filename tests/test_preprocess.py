@@ -9,60 +9,25 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from headpuppet import hookimpl
 from headpuppet.cli import build_app
 from headpuppet.data import format as fmt
 from headpuppet.data.format import DatasetError, open_dataset
+from headpuppet.data.preprocess import assign_ids, discover, preprocess, shard_items
 from headpuppet.errors import HeadpuppetError
 from headpuppet.media.imaging import write_image
 from headpuppet.plugins import make_plugin_manager
-from headpuppet.data.preprocess import assign_ids, discover, preprocess, shard_items
-from headpuppet.protocols import Face
+from headpuppet.testing import CentreDetector, FakeDetectorPlugin, strip_ansi
 
-from tests.conftest import ROOT, strip_ansi
+ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLE_DIR = ROOT / "examples" / "headpuppet-example-detector"
 
 
-# --------------------------------------------------------------------------- a fast fake detector
-
-
-def _ring(cx: float, cy: float, r: float) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    return np.stack([cx + r * np.cos(t), cy + 1.2 * r * np.sin(t)], axis=1).astype(np.float32)
-
-
-class CentreDetector:
-    """A 'face' (a ring of 68 points) in the middle of every frame that is not dark; irises too."""
-
-    name = "centre"
-    has_iris = True
-
-    def __init__(self):
-        self.resets = 0
-
-    def reset(self) -> None:
-        self.resets += 1
-
-    def detect(self, frame):
-        if frame.mean() < 10:
-            return []
-        h, w = frame.shape[:2]
-        r = 0.2 * min(h, w)
-        small = Face(_ring(w * 0.2, h * 0.2, r * 0.3))  # a smaller face, listed first on purpose
-        big = Face(_ring(w / 2, h / 2, r), iris=np.array([[w / 2 - r / 3, h / 2, 2], [w / 2 + r / 3, h / 2, 2]]))
-        return [small, big]
-
-
-class FakePlugin:
-    @hookimpl
-    def register_landmark_detectors(self, register):
-        register("centre", CentreDetector)
-
-
 @pytest.fixture
 def fake_pm():
-    return make_plugin_manager(load_entrypoints=False, extra_plugins=[("fake", FakePlugin())])
+    """Only the fast fake detector ``centre`` (a ring of points mid-frame, with irises)."""
+    return make_plugin_manager(load_entrypoints=False,
+                               extra_plugins=[("fake", FakeDetectorPlugin(centre=CentreDetector))])
 
 
 def _frames_dir(path: Path, n: int, dark: tuple[int, ...] = (), size: int = 48, seed: int = 0) -> Path:

@@ -26,9 +26,9 @@ import torch
 from typer.testing import CliRunner
 
 from headpuppet import hookimpl
-from tests.conftest import ROOT, strip_ansi
-from tests.test_inference import TwoFaces, make_checkpoint, make_pm
-from tests.test_training import make_dataset, tiny_config
+from headpuppet.testing import TwoFaces, make_checkpoint, make_dataset, make_pm, strip_ansi, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from headpuppet import plugins as plugins_mod
 from headpuppet.cli import build_app
 from headpuppet.plugins import make_plugin_manager, registry
 from headpuppet.protocols import LandmarkDetector
-from tests.conftest import strip_ansi
+from headpuppet.testing import strip_ansi
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "headpuppet-example-detector"
 

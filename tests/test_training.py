@@ -1,8 +1,8 @@
 """Meta-learning (headpuppet.training): episodes, steps, the loop, resume, CLI - tiny CPU configs.
 
-The dataset is written on the fly in the documented on-disk format (headpuppet.data.format's
-writer) from jittered crops of scikit-image's astronaut, a real face photo, with a hand-placed
-68-point landmark template moved by the same jitter.
+The dataset is written on the fly in the documented on-disk format by headpuppet.testing.make_dataset:
+jittered crops of scikit-image's astronaut, a real face photo, with a hand-placed 68-point landmark
+template moved by the same jitter.
 """
 
 from __future__ import annotations
@@ -15,84 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from headpuppet.config import Config, load_config
+from headpuppet.config import load_config
 from headpuppet.errors import WeightsMissingError
-
-from .conftest import strip_ansi
+from headpuppet.testing import TINY_SIZE, make_dataset, strip_ansi, tiny_config
 
 torch.set_num_threads(1)
 
-S = 32
-
-
-# ------------------------------------------------------------------------------------------ dataset
-
-def _template68() -> np.ndarray:
-    """A 68-point face in the astronaut's 200 px crop at (130, 30), in units of the crop side."""
-    t = np.linspace(0, np.pi, 17)
-    jaw = np.stack([0.475 - 0.25 * np.cos(t), 0.38 + 0.37 * np.sin(t)], 1)
-    rb = np.stack([np.linspace(0.27, 0.43, 5), 0.29 - 0.02 * np.sin(np.linspace(0, np.pi, 5))], 1)
-    lb = rb + [0.25, 0.0]
-    bridge = np.stack([np.full(4, 0.475), np.linspace(0.37, 0.48, 4)], 1)
-    nostrils = np.stack([np.linspace(0.43, 0.52, 5), np.full(5, 0.51)], 1)
-    a6 = np.linspace(0, 2 * np.pi, 7)[:-1]
-    eye = np.stack([-0.05 * np.cos(a6), -0.018 * np.sin(a6)], 1)
-    a12 = np.linspace(0, 2 * np.pi, 13)[:-1]
-    outer = np.stack([0.47 - 0.08 * np.cos(a12), 0.575 - 0.03 * np.sin(a12)], 1)
-    a8 = np.linspace(0, 2 * np.pi, 9)[:-1]
-    inner = np.stack([0.47 - 0.055 * np.cos(a8), 0.575 - 0.012 * np.sin(a8)], 1)
-    pts = np.concatenate([jaw, rb, lb, bridge, nostrils, eye + [0.36, 0.36], eye + [0.59, 0.36], outer, inner])
-    assert pts.shape == (68, 2)
-    return pts.astype(np.float32)
-
-
-def make_dataset(root: Path, videos: int = 3, frames: int = 5, size: int = S, seed: int = 0) -> Path:
-    """A dataset in the documented format: ``videos`` clips of ``frames`` jittered astronaut crops."""
-    import cv2
-    from skimage import data
-
-    from headpuppet.data.format import PendingVideo, write_dataset_json
-
-    image = data.astronaut()
-    write_dataset_json(root, size=size, detector="template", has_iris=False)
-    base = np.array([130.0, 30.0]) + _template68() * 200.0  # full-image pixels
-    centre = np.array([230.0, 130.0])
-    rng = np.random.default_rng(seed)
-    for v in range(videos):
-        pv = PendingVideo(root, f"astro{v}", size)
-        src = image[:, ::-1].copy() if v % 2 else image
-        pts_src = base.copy()
-        if v % 2:
-            pts_src[:, 0] = image.shape[1] - 1 - pts_src[:, 0]
-            c = np.array([image.shape[1] - 1 - centre[0], centre[1]])
-        else:
-            c = centre
-        lms = []
-        for _ in range(frames):
-            ang = rng.uniform(-6, 6)
-            scale = size / 200.0 * rng.uniform(0.94, 1.06)
-            M = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), ang, scale)
-            M[:, 2] += np.array([size / 2, size / 2]) - c + rng.uniform(-1.5, 1.5, 2)
-            crop = cv2.warpAffine(src, M, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
-            tint = np.clip(crop.astype(np.float32) * (1 + 0.05 * v), 0, 255).astype(np.uint8)
-            pv.add_frame(tint)
-            lms.append(pts_src @ M[:, :2].T + M[:, 2])
-        pv.finish(np.asarray(lms, np.float32), None, {"source": "skimage.astronaut", "person": f"astro{v}",
-                                                      "fps": 25.0, "frame_indices": list(range(frames)),
-                                                      "crop": [0, 0, 512]})
-    return root
-
-
-def tiny_config(**train) -> Config:
-    overrides = {
-        "preset": "tiny",
-        "model": {"image_size": S, "ch": 8, "max_ch": 16, "emb_dim": 16, "gen_bottleneck": 8,
-                  "gen_res_blocks": 1, "attention_down": [16], "attention_up": [16]},
-        "loss": {"perceptual": {"laplacian-pyramid": 1.0}, "perceptual_layers": {}},
-        "train": {"steps": 4, "batch_size": 2, "k_shots": 2, "num_workers": 0, "log_every": 1,
-                  "sample_every": 0, "checkpoint_every": 0, "keep_checkpoints": 2, **train},
-    }
-    return load_config(overrides=overrides)
+S = TINY_SIZE
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared_file
-from tests.test_inference import make_checkpoint, make_pm, mediapipe_or_skip
+from headpuppet.testing import make_checkpoint, make_pm, mediapipe_or_skip, shared_file
 
 pytest.importorskip("gradio", reason="the ui extra is not installed (pip install -e '.[ui]')")
 # gradio's own use of pandas, not ours

@@ -137,7 +137,7 @@ def test_build_networks_and_source_kwargs_from_an_episode_batch(tmp_path):
 def test_episodes_carry_landmarks_in_crop_pixels(tmp_path):
     from headpuppet.data.episodes import EpisodeDataset
     from headpuppet.data.format import open_dataset
-    from tests.test_training import make_dataset
+    from headpuppet.testing import make_dataset
 
     root = make_dataset(tmp_path / "data", size=32)
     ds = EpisodeDataset(open_dataset(root), k_shots=2, size=16)
@@ -151,7 +151,7 @@ def test_episodes_carry_landmarks_in_crop_pixels(tmp_path):
 def test_warp_model_renders_and_fine_tunes(tmp_path, astronaut):
     """Animator.render and fine-tuning feed the source shots to a warp-guided checkpoint."""
     from headpuppet.fewshot.animator import Animator
-    from tests.test_inference import TwoFaces, make_checkpoint, make_pm
+    from headpuppet.testing import TwoFaces, make_checkpoint, make_pm
 
     ckpt = make_checkpoint(tmp_path, generator="warp", projection_sn=False)
     animator = Animator.from_checkpoint(ckpt, pm=make_pm())
@@ -167,7 +167,7 @@ def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_pat
     from headpuppet.media.imaging import read_image
     from headpuppet.training import meta_train
     from headpuppet.training.plots import _GAP
-    from tests.test_training import make_dataset, tiny_config
+    from headpuppet.testing import make_dataset, tiny_config
 
     data = make_dataset(tmp_path / "data")
     cfg = tiny_config(steps=2, sample_every=2)
@@ -184,7 +184,7 @@ def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generat
     """Folded spectral norm + inference mode give the plain path's frames; bf16 stays within a few levels."""
     from headpuppet.fewshot.animator import Animator, fold_spectral_norm, resolve_precision
     from headpuppet.models.blocks import has_spectral_norm
-    from tests.test_inference import TwoFaces, make_checkpoint, make_pm
+    from headpuppet.testing import TwoFaces, make_checkpoint, make_pm
 
     ckpt = make_checkpoint(tmp_path, generator=generator, projection_sn=False)
     animator = Animator.from_checkpoint(ckpt, pm=make_pm(), precision="fp32")
@@ -212,7 +212,7 @@ def test_random_warp_source_allows_one_shot_deterministically(tmp_path):
     from headpuppet.data.episodes import EpisodeDataset
     from headpuppet.data.format import open_dataset
     from headpuppet.errors import ConfigError
-    from tests.test_training import make_dataset
+    from headpuppet.testing import make_dataset
 
     index = open_dataset(make_dataset(tmp_path / "data", size=32))
     assert "shot_allowed" not in EpisodeDataset(index, k_shots=3)[0]
@@ -231,7 +231,7 @@ def test_generated_l1_and_ssim_terms_show_in_the_stats(tmp_path):
     import json
 
     from headpuppet.training import meta_train
-    from tests.test_training import make_dataset, tiny_config
+    from headpuppet.testing import make_dataset, tiny_config
 
     data = make_dataset(tmp_path / "data")
     cfg = tiny_config(steps=2)

@@ -16,7 +16,7 @@ from headpuppet.errors import WeightsMissingError
 from headpuppet.nets.vgg import VGG16_CFG, VGG19_CFG, VGG_FACE_DAG_CONVS, VGG19, VGGFace
 from headpuppet.protocols import WeightSpec
 from headpuppet import weights as W
-from tests.conftest import strip_ansi
+from headpuppet.testing import strip_ansi
 
 ROOT = Path(__file__).resolve().parents[1]
 # conv positions in torchvision's vgg19 `features` (written out independently of the code under test)
