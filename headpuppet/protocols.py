@@ -88,11 +88,10 @@ class PerceptualNetwork(Protocol):
 
     ``forward(x)`` takes ``(B, 3, H, W) float32`` images in ``[-1, 1]`` and returns the list of
     activations at the layers the loss compares (the network does its own input normalisation).
-    ``default_weight`` is the loss weight the paper gives it. ``weights`` names the entries of the
-    weights manifest it loads (empty for weight-free networks).
+    ``weights`` names the entries of the weights manifest it loads (empty for weight-free networks);
+    the loss weight is the config's (``loss.perceptual``), not the network's.
     """
 
-    default_weight: float
     weights: tuple[str, ...]
 
     def __call__(self, x: Any) -> list[Any]: ...

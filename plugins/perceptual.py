@@ -118,10 +118,3 @@ def register_weights(register):
     register(VGG19_SPEC)
     register(VGGFACE_SPEC)
 
-
-def __getattr__(name):  # keep `from headpuppet_plugins.perceptual import LaplacianPyramid` working
-    if name == "LaplacianPyramid":
-        from headpuppet.nets.pyramid import LaplacianPyramid
-
-        return LaplacianPyramid
-    raise AttributeError(name)

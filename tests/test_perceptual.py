@@ -47,7 +47,7 @@ def test_laplacian_pyramid_needs_no_weights(pm, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADPUPPET_WEIGHTS", str(tmp_path))  # empty: nothing to load
     net = registry(pm, "perceptual").create("laplacian-pyramid", weights_dir=None, device="cpu")
     assert isinstance(net, PerceptualNetwork)
-    assert net.default_weight == 1.0 and net.weights == ()
+    assert net.weights == ()
     assert not any(p.requires_grad for p in net.parameters())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     bands = net(x)

@@ -28,7 +28,6 @@ class LaplacianPyramid(nn.Module):
             early once a side is below 4 pixels, and asking for a band they lack is an error.
     """
 
-    default_weight = 1.0
     weights: tuple[str, ...] = ()
 
     def __init__(self, layers: Sequence[int] | None = None, levels: int = 4,

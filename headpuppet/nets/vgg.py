@@ -104,7 +104,6 @@ class VGGFeatures(nn.Module):
         device, dtype: where the module lives (float32 by default).
     """
 
-    default_weight: float = 1.0
     weights: tuple[str, ...] = ()
 
     def __init__(self, cfg: Sequence, layers: Sequence[int], device: str | torch.device = "cpu",
@@ -155,7 +154,6 @@ class VGG19(VGGFeatures):
     Paper default layers ``(1, 6, 11, 20, 29)`` = relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
     """
 
-    default_weight = 1e-2
     weights = ("vgg19",)
 
     def __init__(self, layers: Sequence[int] | None = None, device: str | torch.device = "cpu",
@@ -180,7 +178,6 @@ class VGGFace(VGGFeatures):
             release); ``False`` (default) for pytorch-mcn's ``vgg_face_dag.pth``, which takes RGB.
     """
 
-    default_weight = 2e-3
     weights = ("vggface",)
     num_classes = 2622  # of the original classifier, which is not kept
 

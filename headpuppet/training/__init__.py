@@ -17,9 +17,9 @@ Public API::
     generator_step(nets, batch, opt_g, content_loss, cfg, w=None, psi=None, use_match=True, ...) -> dict
 """
 
-from .checkpoint import Checkpoint, export, load_checkpoint, save_checkpoint, save_generator_only
+from .checkpoint import Checkpoint, export, load_checkpoint, save_checkpoint
 from .loop import MetaTrainer, meta_train
 from .steps import autocast_for, discriminator_step, generate, generator_step
 
 __all__ = ["Checkpoint", "MetaTrainer", "autocast_for", "discriminator_step", "export", "generate",
-           "generator_step", "load_checkpoint", "meta_train", "save_checkpoint", "save_generator_only"]
+           "generator_step", "load_checkpoint", "meta_train", "save_checkpoint"]

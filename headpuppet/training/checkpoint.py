@@ -193,8 +193,6 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = tor
     return _write_folder(Path(out_dir), nets, meta, state=None, dtype=dtype)
 
 
-save_generator_only = export
-
 
 # ------------------------------------------------------------------------------------------- reading
 

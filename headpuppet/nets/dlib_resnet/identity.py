@@ -46,12 +46,11 @@ class DlibIdentity(nn.Module):
     tilted heads) from those of dlib's alignment of the same frame, about the spread between two
     frames of one video (0.982). The content loss takes the L1 distance of each pair of activations
     (feature matching; on the descriptor, L1 of dlib's identity embedding). :meth:`cosine_loss` is
-    ``1 - cos`` of the descriptors, for direct use. ``default_weight`` is a starting point, not tuned.
+    ``1 - cos`` of the descriptors, for direct use.
 
     Frozen, eval mode; gradients flow to ``x`` only.
     """
 
-    default_weight: float = 1e-1
     weights: tuple[str, ...] = (WEIGHTS_NAME,)
     #: forward takes ``points=``: a content loss may pass the targets' landmarks for dlib's alignment
     accepts_points: bool = True
