@@ -327,14 +327,8 @@ def _pm(pm):
 
 
 def _detector_from_meta(meta: dict) -> str:
-    """The landmark detector the training data was made with, as recorded in the checkpoint."""
-    for key in ("detector", "landmarks"):
-        v = meta.get(key)
-        if isinstance(v, str) and v:
-            return v
+    """The landmark detector the training data was made with, as recorded in the checkpoint
+    (``plugins.detector``, written by :func:`headpuppet.training.checkpoint.make_meta`)."""
     plugins = meta.get("plugins")
-    if isinstance(plugins, dict):
-        v = plugins.get("landmarks") or plugins.get("detector")
-        if isinstance(v, str) and v:
-            return v
-    return DEFAULT_DETECTOR
+    v = plugins.get("detector") if isinstance(plugins, dict) else None
+    return v if isinstance(v, str) and v else DEFAULT_DETECTOR
