@@ -2,7 +2,7 @@
 
 The rule checked everywhere: a one-line reason and a non-zero exit, or correct handling; no
 traceback; no output left looking complete after a failure; no input ever modified. Tiny random
-checkpoints (tests/test_inference.py), a tiny dataset of astronaut crops (tests/test_training.py),
+checkpoints and a tiny dataset of astronaut crops (headpuppet.testing),
 synthetic videos written with headpuppet.media.video.VideoWriter, a fake landmark detector that finds a
 face in any frame that is not dark. Classes (counted in ``CASES`` at the end): data loss, media
 read right, tracebacks, hangs, wrong answers, resume.
