@@ -1,5 +1,8 @@
 """``headpuppet animate``: make the SOURCE person move and talk like the DRIVER (paper section 4,
-"puppeteering"; few-shot fine-tuning of section 3.4 with ``--finetune-steps``)."""
+"puppeteering"; few-shot fine-tuning of section 3.4 with ``--finetune-steps``).
+
+A thin wrapper over :func:`headpuppet.animate` (a file or folder DRIVER) and the live run of
+``headpuppet live`` (a camera or stream DRIVER): parse the options, call, print."""
 
 from __future__ import annotations
 
@@ -9,27 +12,6 @@ from typing import List, Optional
 import typer
 
 from ._common import RichReporter, console, handle_errors
-
-
-def default_output(sources: list[str], driver: str) -> Path:
-    """``<source-stem>_<driver-stem>.mp4`` in the current folder."""
-    first = Path(sources[0])
-    src = first.name if first.is_dir() else first.stem
-    drv = Path(driver)
-    return Path(f"{src}_{drv.name if drv.is_dir() else drv.stem}.mp4")
-
-
-def check_writable(path: Path) -> None:
-    """Fail now, before any work, when ``path`` cannot be written."""
-    from ..errors import MediaError
-    from ..media.imaging import is_video
-    from ..outputs import check_writable_file
-
-    if path.is_dir():
-        raise MediaError(f"{path} is a folder; give -o a file name such as out.mp4")
-    if not is_video(path):
-        raise MediaError(f"{path}: the output must be a video file name (.mp4, .mov, .mkv, ...)")
-    check_writable_file(path, "-o")
 
 
 def _default_device(device: str | None = None) -> str:
@@ -85,10 +67,7 @@ def register(app: typer.Typer, state) -> None:
         import time
 
         from ..errors import MediaError
-        from ..fewshot.pipeline import render_video as run_animate
-        from ..outputs import check_not_input
-        from ..fewshot.session import load_person
-        from ..fewshot.sources import open_driver
+        from ..fewshot.api import animate as run_animate
 
         precision = _check_precision(precision)
         if len(paths) < 2:
@@ -103,22 +82,11 @@ def register(app: typer.Typer, state) -> None:
                                     checkpoint=checkpoint, finetune_steps=finetune_steps, relative=relative,
                                     smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
                                     device=device, detector=detector, shots=shots, precision=precision)
-        out = output or default_output(sources, driver_path)
-        check_writable(out)                                   # before any work
-        check_not_input(out, [("source", s) for s in sources]
-                        + [("driver", driver_path), ("checkpoint", checkpoint)], "-o", inside=False)
-        driver = open_driver(driver_path, fps=fps)            # unreadable driver: fail early too
-        device = _default_device(device)
-        reporter = RichReporter()
         t0 = time.perf_counter()
-
-        loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=state.pm, detector=detector,
-                             shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
-        animator, person, det = loaded.animator, loaded.person, loaded.detector
-
-        result = run_animate(animator, person, driver, out, detector=det, relative=relative,
-                             smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
-                             batch_size=batch_size, reporter=reporter)
+        result = run_animate(sources, driver_path, output, checkpoint=checkpoint, finetune_steps=finetune_steps,
+                             relative=relative, smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side,
+                             paste=paste, device=device, batch_size=batch_size, precision=precision,
+                             detector=detector, shots=shots, fps=fps, pm=state.pm, reporter=RichReporter())
         seconds = time.perf_counter() - t0
         lines = [f"wrote {result.output}: {result.frames} frames at {result.fps:g} fps"
                  + (" with the driver's audio" if result.has_audio else "")]
@@ -129,6 +97,6 @@ def register(app: typer.Typer, state) -> None:
         if relative and result.reference is not None:
             lines.append(f"relative motion: driver frame {result.reference} mapped onto the source's pose")
         lines.append(f"{seconds:.1f} s in all, {result.frames / max(result.seconds, 1e-9):.1f} frames/s "
-                     f"(landmarks + render + encode) on {device}")
+                     f"(landmarks + render + encode) on {result.device}")
         for line in lines:
             console.print(line, highlight=False, soft_wrap=True)

@@ -1,5 +1,7 @@
 """``headpuppet fine-tune``: few-shot fine-tuning of a meta-learned model on one new person
-(Zakharov et al. 2019, section 3.4). Writes a person folder that ``headpuppet animate`` takes as SOURCE."""
+(Zakharov et al. 2019, section 3.4). Writes a person folder that ``headpuppet animate`` takes as SOURCE.
+
+A thin wrapper over :func:`headpuppet.fine_tune`: parse the options, call, print."""
 
 from __future__ import annotations
 
@@ -28,38 +30,11 @@ def register(app: typer.Typer, state) -> None:
         """Fine-tune a checkpoint on frames of one new person."""
         import time
 
-        from ..errors import CheckpointError, MediaError
-        from ..fewshot.finetune import fine_tune_person
-        from ..fewshot.animator import Animator
-        from ..outputs import check_not_input, check_writable_dir
-        from ..fewshot.person import is_person_dir
-        from ..fewshot.sources import load_source_images
-        from ..training.checkpoint import resolve
-        from .animate import _default_device
+        from ..fewshot.api import fine_tune
 
-        if out.exists() and not out.is_dir():
-            raise MediaError(f"{out} is a file; --out must be a folder to write the person into")
-        if not checkpoint.exists():
-            raise CheckpointError(f"no checkpoint at {checkpoint}; pass a run or checkpoint folder")
-        inputs = [("checkpoint", checkpoint)] + [("source", s) for s in sources]
-        try:
-            inputs.append(("checkpoint", resolve(checkpoint)))  # the step folder a run folder names
-        except CheckpointError:
-            pass  # not a checkpoint: loading it below says so
-        check_not_input(out, inputs, "--out")
-        if out.is_dir() and any(out.iterdir()) and not is_person_dir(out):
-            raise MediaError(f"--out {out} is a folder that holds other files and is not a person folder; "
-                             "give a new folder (or an earlier person folder to replace)")
-        check_writable_dir(out, "--out")
-        device = _default_device(device)
-        reporter = RichReporter()
         t0 = time.perf_counter()
-        src = load_source_images(sources, k=frames)
-        animator = Animator.from_checkpoint(checkpoint, device=device, pm=state.pm)
-        det = animator.make_detector(detector)
-        person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
-        tuned = fine_tune_person(animator, person, steps, reporter=reporter, preview_dir=out / "previews", seed=seed)
-        animator.save_person(tuned, out)
+        tuned = fine_tune(sources, out, checkpoint=checkpoint, steps=steps, frames=frames, device=device,
+                          detector=detector, seed=seed, pm=state.pm, reporter=RichReporter())
         console.print(f"wrote {out}: {tuned.num_shots} frames, {tuned.finetune_steps} steps, "
                       f"{time.perf_counter() - t0:.1f} s; animate it with "
                       f"`headpuppet animate {out} DRIVER.mp4`", highlight=False, soft_wrap=True)

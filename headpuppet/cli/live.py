@@ -40,7 +40,7 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
         else:
             output = str(default_live_output(sources))
     if output not in (None, "-") and "://" not in output and not output.startswith("/dev/"):
-        from .animate import check_writable
+        from ..fewshot.api import check_writable
 
         check_writable(Path(output))
     if preview and not has_display():

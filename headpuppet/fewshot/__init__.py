@@ -13,7 +13,8 @@ fine-tuned parameters written as a person folder, and rendered frames written as
     compositing.py  paste the rendered face back into the full photo
     pipeline.py     render_video: the two-pass render loop, driver in, video out
     session.py      load_person: model + person + detector for a SOURCE, as every front end loads them
+    api.py          animate(), fine_tune(), load_model(): the Python API, re-exported by ``headpuppet``
 
-Imports run one way (pipeline/session -> animator -> finetune -> person), with no cycle.
+Imports run one way (api -> pipeline/session -> animator -> finetune -> person), with no cycle.
 Importing this package imports none of them (nor torch).
 """
