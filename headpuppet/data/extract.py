@@ -14,12 +14,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import HeadpuppetError, MediaError
 from ..media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..protocols import largest_face
 from .discover import Item
 from .format import PendingVideo, clean_partial
 
@@ -69,12 +69,6 @@ def _frames_of(item: Item, every: int, max_frames: int | None):
     return None, read_frames_any(item.source, every=every, max_frames=max_frames)
 
 
-def _largest(faces) -> Any:
-    # detectors return the largest first by contract; choosing by area again costs nothing and
-    # protects against a plugin that does not sort
-    return max(faces, key=lambda f: f.area) if len(faces) > 1 else faces[0]
-
-
 def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoResult:
     """Preprocess one item into ``cfg.out/videos/<id>/``. Raises on failure (caller records it)."""
     t0 = time.perf_counter()
@@ -97,7 +91,7 @@ def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoR
         faces = detector.detect(frame)
         if not faces:
             continue
-        face = _largest(faces)
+        face = largest_face(faces)
         kept_idx.append(i)
         points.append(face.points)
         irises.append(face.iris)

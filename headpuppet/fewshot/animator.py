@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.imaging import to_tensor, to_uint8
 from ..progress import NULL, Reporter
+from ..protocols import largest_face
 from .finetune import fine_tune_person
 from .person import DEFAULT_DETECTOR, Person, read_person_dir, write_person_dir
 
@@ -154,7 +155,7 @@ class Animator:
             faces = detector.detect(img)
             if not faces:
                 raise NoFaceError(f"no face found in the source {label}; use a photo where the face is clearly visible")
-            face = max(faces, key=lambda f: f.area)
+            face = largest_face(faces)
             if len(faces) > 1:
                 reporter.warn(f"{len(faces)} faces in the source {label}; using the largest")
             box = face_crop_box(face.points, img.shape[:2])

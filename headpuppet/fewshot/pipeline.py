@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import MediaError, NoFaceError
 from ..progress import NULL, Reporter
+from ..protocols import largest_face
 from .animator import Animator
 from .compositing import paste_back
 from .person import Person
@@ -57,7 +58,7 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
             hw = frame.shape[:2]
             faces = detector.detect(frame)
             if faces:
-                face = max(faces, key=lambda f: f.area)
+                face = largest_face(faces)
                 pts.append(face.points)
                 irises.append(face.iris if face.iris is not None else np.full((2, 3), np.nan, np.float32))
                 found.append(True)

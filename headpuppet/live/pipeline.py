@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MediaError
+from ..protocols import largest_face
 from .smoothing import smoothing_filter
 
 
@@ -68,7 +69,7 @@ class LiveAnimator:
         faces = self.detector.detect(frame)
         self.frames += 1
         if faces:
-            face = max(faces, key=lambda f: f.area)
+            face = largest_face(faces)
             if self.box is None:
                 self.box = face_crop_box(face.points, frame.shape[:2])
             pts = to_crop(face.points, self.box, self.size)

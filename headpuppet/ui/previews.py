@@ -58,6 +58,7 @@ def detect_preview(images: list[np.ndarray], labels: list[str], detector, max_ti
     Returns ``(strip of face crops with landmarks, one message per image, faces found)``.
     """
     from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+    from ..protocols import largest_face
 
     tiles, lines, ok = [], [], 0
     for img, label in zip(images, labels):
@@ -68,7 +69,7 @@ def detect_preview(images: list[np.ndarray], labels: list[str], detector, max_ti
             tile = _no_face_tile(img)
         else:
             ok += 1
-            face = max(faces, key=lambda f: f.area)
+            face = largest_face(faces)
             box = face_crop_box(face.points, img.shape[:2])
             crop = crop_frame(img, box, PREVIEW_SIZE)
             pts = to_crop(face.points, box, PREVIEW_SIZE)
