@@ -1,6 +1,6 @@
 """Live driving: animate a person from a camera or a stream, one frame at a time, as frames arrive.
 
-``animate`` (:func:`headpuppet.inference.animate`) knows the whole driver before it renders: pass 1
+``animate`` (:func:`headpuppet.fewshot.pipeline.render_video`) knows the whole driver before it renders: pass 1
 finds every frame's landmarks, chooses one crop box and the most neutral reference frame, and smooths
 with a zero-phase filter; pass 2 renders. A live driver has no "whole", so this module does the same
 steps in one causal pass per frame (Zakharov et al. 2019, section 4, "puppeteering", in real time):
@@ -13,9 +13,9 @@ steps in one causal pass per frame (Zakharov et al. 2019, section 4, "puppeteeri
    and which opens up when the landmarks move fast, so speech is not delayed;
 4. relative mode: the reference is the mean of the first ``reference_frames`` frames with a face
    (the person is assumed to start facing the camera, mouth closed), and
-   :func:`headpuppet.retarget.transfer_relative` moves the source's own landmarks by the driver's
+   :func:`headpuppet.fewshot.retarget.transfer_relative` moves the source's own landmarks by the driver's
    motion relative to it; absolute mode passes the driver's landmarks through;
-5. render through :meth:`headpuppet.inference.Animator.render` (so any generator works, including
+5. render through :meth:`headpuppet.fewshot.animator.Animator.render` (so any generator works, including
    the warp-guided one that needs the source shots), compose (paste-back, side-by-side) and write.
 
 Reading runs in its own thread (an ffmpeg process decoding DRIVER to raw RGB), detection in a
