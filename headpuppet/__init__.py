@@ -30,7 +30,14 @@ from .fewshot.api import animate, fine_tune, load_model  # noqa: E402
 
 __all__ = ["hookimpl", "__version__", "animate", "fine_tune", "load_model"]
 
-# the evaluate stage (headpuppet.evaluation.api), as light at import as the functions above
-from .evaluation.api import evaluate  # noqa: E402
-
 __all__ += ["evaluate"]
+
+
+def __getattr__(name: str):
+    # headpuppet.evaluate (headpuppet.evaluation.api.evaluate) is imported on first use: the
+    # evaluation package brings numpy, which `import headpuppet` (every plugin's) does not need
+    if name == "evaluate":
+        from .evaluation.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'headpuppet' has no attribute {name!r}")
