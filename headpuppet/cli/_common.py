@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..devices import resolve_device
 from ..errors import HeadpuppetError
 from ..progress import Reporter, Task
 
@@ -44,6 +45,12 @@ def setup_logging(verbose: int) -> None:
             root.removeHandler(h)
     handler = RichHandler(console=err_console, show_path=verbose > 1, show_time=verbose > 1, markup=False)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` checked (auto, cpu, cuda, cuda:N), or cuda when available, else cpu
+    (:func:`headpuppet.devices.resolve_device`, the one resolver), for commands that take ``--device``."""
+    return str(resolve_device(device))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

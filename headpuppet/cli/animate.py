@@ -14,13 +14,6 @@ import typer
 from ._common import RichReporter, console, handle_errors
 
 
-def _default_device(device: str | None = None) -> str:
-    """``device`` checked (auto, cpu, cuda, cuda:N), or cuda when available, else cpu."""
-    from ..devices import resolve_device
-
-    return str(resolve_device(device))
-
-
 def _check_precision(precision: str) -> str:
     from ..fewshot.animator import PRECISIONS
 

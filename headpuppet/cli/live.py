@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import RichReporter, err_console, handle_errors
+from ._common import RichReporter, default_device, err_console, handle_errors
 
 
 def run_live_command(state, sources: list[str], driver: str, *, output: str | None, preview: bool = False,
@@ -30,7 +30,6 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
     from ..live import (FfmpegSink, FrameSource, LiveAnimator, PreviewSink, default_live_output, has_display,
                         is_realtime, parse_input_args, run_live)
     from ..fewshot.session import load_person
-    from .animate import _default_device
 
     if not sources:
         raise MediaError("give at least one SOURCE and one DRIVER: headpuppet live photo.jpg /dev/video0")
@@ -46,7 +45,7 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
     if preview and not has_display():
         raise MediaError("--preview needs a display (DISPLAY is not set here); write to a file or to stdout "
                          "with -o instead")
-    device = _default_device(device)
+    device = default_device(device)
     reporter = RichReporter(console=err_console)
     loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=state.pm, detector=detector,
                          shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import console, handle_errors
+from ._common import console, default_device, handle_errors
 
 
 def register(app: typer.Typer, state) -> None:
@@ -37,14 +37,13 @@ def register(app: typer.Typer, state) -> None:
         video back (or drive the photo live from the webcam)."""
         from ..errors import MediaError
         from ..ui import UiConfig, launch, require_gradio
-        from .animate import _default_device
-
+    
         require_gradio()
         for c in checkpoint or []:
             if not c.exists():
                 raise MediaError(f"{c}: no such checkpoint folder")
         cfg = UiConfig(checkpoints=list(checkpoint or []), people_dirs=list(people or [Path.cwd()]),
-                       device=_default_device(device), max_seconds=max_seconds, out_dir=out_dir, pm=state.pm)
+                       device=default_device(device), max_seconds=max_seconds, out_dir=out_dir, pm=state.pm)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
 
