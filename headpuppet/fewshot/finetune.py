@@ -7,7 +7,7 @@ After meta-learning, a new person's T frames give ``e_new`` (mean of E over the 
 * the discriminator's projection vector ``w'`` is initialised to ``w0 + e_new`` (which is what
   the matching loss of meta-learning makes ``W_i + w0`` close to) and trained with D;
 * G and D are fine-tuned with ``L_CNT + L_ADV`` (no ``L_MCH``: there is no ``W_i`` row) on batches
-  drawn from the T frames, for ``cfg.finetune.steps`` steps with ``cfg.finetune`` learning rates.
+  drawn from the T frames (at most T per batch, without repeats), for ``cfg.finetune.steps`` steps with ``cfg.finetune`` learning rates.
 
 The update steps are :func:`headpuppet.training.steps.discriminator_step` / ``generator_step``,
 the same as meta-learning, run with ``psi=`` and ``w=``. The result is a :class:`Person` with its
@@ -68,7 +68,9 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     cfg = animator.cfg
     fcfg = cfg.finetune
     steps = fcfg.steps if steps is None else int(steps)
-    batch_size = batch_size or fcfg.batch_size
+    # never more than the T frames in a batch: copies of a frame add compute, not information (every
+    # term is a mean over the batch, so T = 1 gives the same step at a quarter of the cost of batch 4)
+    batch_size = min(batch_size or fcfg.batch_size, len(person.frames))
     preview_every = fcfg.preview_every if preview_every is None else preview_every
     reporter = reporter or NULL
     if animator.discriminator is None:
@@ -112,7 +114,7 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     stats: dict[str, float] = {}
     with reporter.task("fine-tune", total=steps) as task:
         for step in range(1, steps + 1):
-            idx = torch.from_numpy(rng.choice(T, size=batch_size, replace=T < batch_size)).to(device)
+            idx = torch.from_numpy(rng.choice(T, size=batch_size, replace=False)).to(device)
             b = len(idx)
             batch = {"target": reals[idx], "target_landmarks": ys[idx], "target_points": pts[idx]}
             if warp_guided:
