@@ -1,0 +1,147 @@
+"""`headpuppet animate` end to end against its parts, start-up, and peak memory on a long driver.
+
+    python bench/animate_e2e.py                       # 60 s driver at 512 px, the default model
+    python bench/animate_e2e.py --seconds 10 --size 256
+
+Prints JSON lines, each with the machine, thread count and load average:
+
+- ``startup``: ``headpuppet --help`` (the CLI's start-up) and, in a fresh process, ``import headpuppet``
+  plus ``headpuppet.load_model()`` (the default model ready to render), medians of ``--repeats``;
+- ``end_to_end``: ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh process, its
+  wall time from start-up to the written video,
+  its peak resident memory (the largest process, ffmpeg children included), and the reference
+  ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
+  default precision, batch 8, measured in this process) plus one ffmpeg run that decodes the driver
+  and encodes a video of the output's size. ``ratio`` = wall / reference; the goal is <= 1.5.
+  The landmark pass (face detection on every driver frame) is part of the wall time and not of the
+  reference, so it is printed on its own (``landmarks_s``), with G's share in the run (``render_s``).
+
+The driver is a shared face video looped to ``--seconds`` and scaled to ``--size`` px (made once, in
+a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
+
+
+def _config(**kw) -> dict:
+    import torch
+
+    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), **kw}
+
+
+def _wall(cmd: list[str], env=None) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
+
+
+def startup(repeats: int) -> dict:
+    exe = [sys.executable, "-m", "headpuppet"]
+    help_s = statistics.median(_wall(exe + ["--help"]) for _ in range(repeats))
+    load = "import time; t = time.perf_counter(); import headpuppet; headpuppet.load_model(); print(time.perf_counter() - t)"
+    loads = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", load], check=True, capture_output=True, text=True).stdout
+        loads.append(float(out.strip().splitlines()[-1]))
+    return {"figure": "startup", **_config(repeats=repeats), "cli_help_s": round(help_s, 3),
+            "import_and_load_model_s": round(statistics.median(loads), 3), "goal_s": 2.0}
+
+
+def make_driver(src: Path, seconds: float, size: int, folder: Path) -> Path:
+    from headpuppet.media.video import ffmpeg_exe
+
+    out = folder / f"driver_{int(seconds)}s_{size}.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(src), "-t", str(seconds),
+                    "-vf", f"scale={size}:{size}", "-c:v", "libx264", "-crf", "20", "-c:a", "aac", str(out)],
+                   check=True)
+    return out
+
+
+def generator_seconds(frames: int, photo: Path, batch: int = 8, repeats: int = 3) -> tuple[float, str]:
+    """G alone for ``frames`` frames, at the animator's default (auto) precision, batch ``batch``."""
+    import torch
+
+    import headpuppet
+    from headpuppet.media.imaging import read_image
+
+    model = headpuppet.load_model()
+    person = model.prepare_source([read_image(photo)])
+    pts = np.repeat(person.points[:1], batch, 0) + np.linspace(-1, 1, batch, dtype=np.float32)[:, None, None]
+    model.render(person, pts, batch_size=batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.render(person, pts, batch_size=batch)
+        times.append(time.perf_counter() - t)
+    per_frame = statistics.median(times) / batch
+    return per_frame * frames, str(model.precision)
+
+
+def end_to_end(photo: Path, driver: Path, folder: Path) -> dict:
+    from headpuppet.media.video import ffmpeg_exe, probe
+
+    info = probe(driver)
+    out = folder / "out.mp4"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    child = ("import json, sys, headpuppet; r = headpuppet.animate(sys.argv[1], sys.argv[2], sys.argv[3]); "
+             "print(json.dumps(r.timings))")
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", child, str(photo), str(driver), str(out)], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if res.returncode:
+        raise SystemExit(f"animate failed: {res.stderr.strip().splitlines()[-1:]}")
+    timings = json.loads(res.stdout.strip().splitlines()[-1])
+    rss_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    size = probe(out).width
+    plain = _wall([ffmpeg_exe(), "-v", "error", "-y", "-i", str(driver), "-vf", f"scale={size}:{size}",
+                   "-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(folder / "plain.mp4")])
+    g_s, precision = generator_seconds(info.num_frames, photo)
+    reference = g_s + plain
+    return {"figure": "end_to_end", **_config(driver_frames=info.num_frames, driver_px=info.width,
+                                              driver_s=round(info.duration, 1), output_px=size, precision=precision),
+            "wall_s": round(wall, 2), "frames_per_s": round(info.num_frames / wall, 2),
+            "g_alone_s": round(g_s, 2), "plain_decode_encode_s": round(plain, 2),
+            "reference_s": round(reference, 2), "ratio": round(wall / reference, 2), "goal_ratio": 1.5,
+            "landmarks_s": round(timings.get("landmarks", float("nan")), 2),
+            "render_s": round(timings.get("render", float("nan")), 2),
+            "peak_rss_mb": round(rss_mb), "goal_rss_mb": 2048}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photo", type=Path, default=FACES / "photos" / "fr_obama.jpg")
+    ap.add_argument("--video", type=Path, default=FACES / "videos" / "dtk_m030_happy.mp4")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    for p in (args.photo, args.video):
+        if not p.is_file():
+            raise SystemExit(f"{p}: not found (set HEADPUPPET_FACES or give --photo/--video)")
+    print(json.dumps(startup(args.repeats)), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        driver = make_driver(args.video, args.seconds, args.size, Path(tmp))
+        print(json.dumps(end_to_end(args.photo, driver, Path(tmp))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
