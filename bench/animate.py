@@ -2,15 +2,31 @@
 (decode, landmarks, G, encode), for the demo checkpoint (or a random small-128 model when
 weights/demo is absent) and for the paper-256 preset (random weights: timing only): the plain fp32
 path, the fast path (spectral norm folded) in fp32 and bf16, bf16 + channels_last; G's share of the
-machine's own 3x3-convolution throughput measured in the same run (``% of conv``); the bf16 fast
-path's difference from the fp32 plain path; on CPU and on CUDA when available.
+machine's own 3x3-convolution throughput measured in the same run; the bf16 fast path's difference
+from the fp32 plain path; on CPU and on CUDA when available.
 
     python bench/animate.py                      # everything that applies here
     python bench/animate.py --models paper-256 --devices cpu --frames 8 --repeats 3
 
-Prints the configuration with every figure. Random weights do not change the cost of a forward
-pass, so they are fine for timing; they are reported as such. On a shared machine the figures
-depend on the load: the script prints the load average next to them.
+Prints one JSON object per line (notes go to stderr), each with ``machine``, ``cpus``, ``threads``,
+``load`` (the load average: on a shared machine the figures depend on it), then ``model``,
+``weights`` (the checkpoint, or RANDOM weights: timing only), ``size``, ``g_params_m``, ``device``,
+``torch``, ``batch``:
+
+- ``animate_bf16_fidelity``, per model and device: ``mean_abs_diff_255`` and ``max_abs_diff_255``
+  of the bf16 fast path's frames from the fp32 plain path's (0-255), and ``animator_precision``
+  (what the animator's 'auto' precision chose);
+- ``animate_generator``, per model, device and ``mode`` (fp32 plain, fp32 folded, bf16 folded,
+  bf16 folded ch_last; also as ``precision``, ``folded``, ``channels_last``): G alone,
+  ``ms_per_frame`` (median of ``repeats`` after one warm-up), ``frames_per_s``, ``gflop_per_frame``
+  (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
+  convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
+  ``pct_of_conv_peak`` = achieved / probe; ``error`` instead when the mode fails here;
+- ``animate_end_to_end``, per folded mode (unless ``--no-end-to-end``): ``frames_per_s`` of the
+  whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
+  ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
+
+Random weights do not change the cost of a forward pass, so they are fine for timing.
 """
 
 from __future__ import annotations
@@ -18,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,14 +132,16 @@ def conv_probe(device: str, amp: str, channels_last: bool, repeats: int = 5) -> 
     return flops / float(np.median(times)) / 1e9
 
 
-def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool, batch: int) -> tuple[float, dict]:
+def end_to_end(animator, person, driver, detector, amp: str, channels_last: bool,
+               batch: int) -> tuple[int, float, dict]:
+    """``(frames, seconds, timings)`` of one ``render_video`` of ``driver``."""
     from headpuppet.fewshot.pipeline import render_video
 
     with tempfile.TemporaryDirectory() as tmp:
         res = render_video(animator, person, driver, Path(tmp) / "out.mp4", detector=detector, batch_size=batch,
                            amp=amp, channels_last=channels_last)
     animator.generator.to(memory_format=torch.contiguous_format)
-    return res.frames / res.seconds, res.timings
+    return res.frames, res.seconds, res.timings
 
 
 def fidelity(animator, person, batch: int) -> tuple[float, float]:
@@ -134,6 +151,9 @@ def fidelity(animator, person, batch: int) -> tuple[float, float]:
     out = animator.render(person, pts, amp="bf16", fast=True).astype(np.int16)
     d = np.abs(out - ref)
     return float(d.mean()), float(d.max())
+
+
+MODES = (("none", False, False), ("none", False, True), ("bf16", False, True), ("bf16", True, True))
 
 
 def main() -> None:
@@ -149,24 +169,20 @@ def main() -> None:
     ap.add_argument("--no-end-to-end", action="store_true")
     args = ap.parse_args()
 
+    from _jsonl import config, emit, note
+
+    from headpuppet.fewshot.sources import open_driver
     from headpuppet.media.imaging import read_image
+    from headpuppet.media.video import VideoWriter, read_frames
     from headpuppet.models import count_parameters
     from headpuppet.plugins import make_plugin_manager, registry
-    from headpuppet.fewshot.sources import open_driver
-    from headpuppet.media.video import VideoWriter, read_frames
 
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"# headpuppet animate benchmark  torch {torch.__version__}  python {platform.python_version()}  "
-          f"{platform.processor() or platform.machine()}")
-    print(f"# CPU: {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine: figures vary with the load)")
-    if torch.cuda.is_available():
-        print(f"# CUDA: {torch.cuda.get_device_name(0)}")
-    else:
-        print("# CUDA: not available here (GPU rows skipped)")
+    note(f"# headpuppet animate benchmark  torch {torch.__version__}  python {platform.python_version()}  "
+         f"{platform.processor() or platform.machine()}; CUDA: "
+         f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available here (GPU rows skipped)'}")
     pm = make_plugin_manager()
     detector = registry(pm, "landmarks").create("mediapipe")
     source = read_image(args.source)
@@ -179,45 +195,49 @@ def main() -> None:
             for f in read_frames(args.driver, max_frames=args.frames):
                 w.write(f)
         driver = open_driver(short)
-        print(f"# end to end: source {Path(args.source).name}, driver first {driver.num_frames} frames of "
-              f"{Path(args.driver).name} ({driver.width}x{driver.height}), relative mode, smoothing on, "
-              f"mediapipe landmarks, H.264 encode; batch {args.batch}")
-    print(f"# G alone: batch {args.batch}, median of {args.repeats} after one warm-up, ms per frame")
-    print()
-    print(f"{'model':<36} {'device':<6} {'mode':<26} {'G ms/frame':>11} {'% of conv':>10} {'e2e frames/s':>13}  e2e split (s)")
+        note(f"# end to end: source {Path(args.source).name}, driver first {driver.num_frames} frames of "
+             f"{Path(args.driver).name} ({driver.width}x{driver.height}), relative mode, smoothing on, "
+             f"mediapipe landmarks, H.264 encode; batch {args.batch}")
+    note(f"# G alone: batch {args.batch}, median of {args.repeats} after one warm-up, ms per frame")
     for name in args.models:
         for device in devices:
-            animator, note = build_animator(name, device, pm)
+            animator, weights = build_animator(name, device, pm)
             person = animator.prepare_source([source], detector=detector)
-            S = animator.size
-            params = count_parameters(animator.generator) / 1e6
-            label = f"{name} ({S}px, G {params:.1f}M params)"
-            print(f"# {name} on {device}: {note}")
+            cfg = dict(model=name, weights=weights, size=animator.size,
+                       g_params_m=round(count_parameters(animator.generator) / 1e6, 2), device=device,
+                       torch=torch.__version__, batch=args.batch)
+            note(f"# {name} on {device}: {weights}")
             gflop = generator_gflop(animator, person, args.batch)
             mean_d, max_d = fidelity(animator, person, args.batch)
-            print(f"# {name}: G {gflop:.2f} GFLOP per frame; bf16 fast path vs fp32 plain path: mean |diff| "
-                  f"{mean_d:.2f}, max {max_d:.0f} (0-255); animator precision 'auto' -> {animator.precision}")
+            emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
+                                                 animator_precision=str(animator.precision),
+                                                 mean_abs_diff_255=round(mean_d, 3), max_abs_diff_255=max_d))
             peaks = {}
-            for amp, cl, fast in (("none", False, False), ("none", False, True), ("bf16", False, True),
-                                  ("bf16", True, True)):
-                mode = ("fp32" if amp == "none" else "bf16") + (" folded" if fast else " plain") + (" ch_last" if cl else "")
+            for amp, cl, fast in MODES:
+                precision = "fp32" if amp == "none" else "bf16"
+                mode = precision + (" folded" if fast else " plain") + (" ch_last" if cl else "")
+                row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl,
+                           repeats=args.repeats)
                 try:
                     ms = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast)
                     if (amp, cl) not in peaks:
                         peaks[(amp, cl)] = conv_probe(device, amp, cl)
                 except RuntimeError as exc:  # e.g. a CPU without bf16 kernels for some op
-                    print(f"{label:<36} {device:<6} {mode:<26} failed: {str(exc).splitlines()[0]}")
+                    emit("animate_generator", config(**row, error=str(exc).splitlines()[0]))
                     continue
-                pct = 100 * gflop / (ms / 1000) / peaks[(amp, cl)]
-                e2e, split = (float("nan"), {})
+                achieved = gflop / (ms / 1000)
+                emit("animate_generator", config(
+                    **row, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
+                    gflop_per_frame=round(gflop, 3), achieved_gflops=round(achieved, 1),
+                    conv_probe_gflops=round(peaks[(amp, cl)], 1),
+                    pct_of_conv_peak=round(100 * achieved / peaks[(amp, cl)], 1)))
                 if driver is not None and fast:
-                    e2e, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
-                split_txt = "  ".join(f"{k} {v:.2f}" for k, v in split.items())
-                print(f"{label:<36} {device:<6} {mode:<26} {ms:>11.1f} {pct:>9.0f}% {e2e:>13.2f}  {split_txt}")
-                sys.stdout.flush()
-            print(f"# conv probe (3x3, 64ch, 64x64, batch 8) GFLOP/s: "
-                  + ", ".join(f"{'fp32' if a == 'none' else 'bf16'}{' ch_last' if c else ''} {v:.0f}"
-                              for (a, c), v in peaks.items()))
+                    frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
+                    emit("animate_end_to_end", config(
+                        **row, driver=Path(args.driver).name, driver_frames=driver.num_frames,
+                        driver_px=driver.width, detector="mediapipe", frames=frames, wall_s=round(secs, 3),
+                        frames_per_s=round(frames / secs, 2),
+                        **{f"{k}_s": round(v, 3) for k, v in split.items()}))
     tmpdir.cleanup()
 
 

@@ -3,11 +3,19 @@
     python bench/csim_dlib.py                          # CPU, batches of 8 frames at 256 px
     python bench/csim_dlib.py --device cuda --batch 32 --size 512
     python bench/csim_dlib.py --threads 1              # on a machine busy with other work
+    python bench/csim_dlib.py --batch 2 --batches 1 --size 128    # a quick check
 
 Frames and landmarks are real (a shared video, mediapipe landmarks); the "generated" frames are the
-next frames of the same video. Reported: scoring new targets (each batch embeds 8 generated and 8
-real chips, as the first table cell does) and cached targets (real descriptors reused, as every
-later cell does), and how much of it is dlib's alignment (numpy) vs the network.
+next frames of the same video.
+
+Prints one JSON object per line, each with ``machine``, ``cpus``, ``threads``, ``load``, ``video``,
+``device``, ``size``, ``batch``:
+
+- ``csim_dlib``, ``targets``: ``new_targets`` (each batch embeds 8 generated and 8 real chips, as
+  the first table cell does) and ``cached_targets`` (real descriptors reused, as every later cell
+  does): ``frames_per_s`` and ``ms_per_batch``, medians over ``batches`` after one warm-up batch;
+- ``csim_dlib_alignment``: how much of it is dlib's alignment (numpy), ``ms_per_frame``;
+- ``csim_dlib_next_frame_pairs``: ``mean_csim`` of the next-frame pairs scored (a sanity check).
 """
 
 from __future__ import annotations
@@ -58,23 +66,26 @@ def main() -> None:
                               source_points=points[i], real_keys=[(offset, int(k)) for k in i],
                               source_keys=[(offset, int(k)) for k in i])
 
+    from _jsonl import config, emit
+
+    conf = dict(video=args.video.name, device=args.device, size=args.size, batch=args.batch)
     metric.update(next(batches(-1)))  # warm-up
-    for label in ("new targets", "cached targets"):
+    for label in ("new_targets", "cached_targets"):
         t = []
         for batch in batches(0):
             t0 = time.perf_counter()
             metric.update(batch)
             t.append(time.perf_counter() - t0)
         med = statistics.median(t)
-        print(f"CSIM (dlib) on {args.device} ({torch.get_num_threads()} threads), batches of {args.batch} at "
-              f"{args.size} px, {label}: "
-              f"{args.batch / med:.1f} frames/s ({med * 1000:.0f} ms per batch, median of {len(t)})")
+        emit("csim_dlib", config(**conf, targets=label, batches=len(t), frames_per_s=round(args.batch / med, 2),
+                                 ms_per_batch=round(med * 1000, 1)))
     t0 = time.perf_counter()
     for _ in range(3):
         extract_chips(frames[:args.batch], points[:args.batch])
     align = (time.perf_counter() - t0) / 3
-    print(f"of which dlib alignment (numpy, uint8 as dlib): {align * 1000 / args.batch:.1f} ms per frame; "
-          f"mean CSIM of next-frame pairs {metric.compute().value:.3f}")
+    emit("csim_dlib_alignment", config(**conf, what="dlib alignment (numpy, uint8 as dlib)",
+                                       ms_per_frame=round(align * 1000 / args.batch, 2)))
+    emit("csim_dlib_next_frame_pairs", config(**conf, mean_csim=round(float(metric.compute().value), 4)))
 
 
 if __name__ == "__main__":

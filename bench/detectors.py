@@ -2,11 +2,17 @@
 
     python bench/detectors.py [VIDEO] [--detector mediapipe] [--frames 200] [--static]
     python bench/detectors.py --detector mediapipe dlib      # both on the same decoded frames
+    python bench/detectors.py --frames 2                     # a quick check
 
 Decodes the frames first (decoding is not timed), creates each detector (not timed), detects once
-to warm up, then times ``detect`` on every frame and prints mean / median ms per frame and how
-many frames had a face. With several detectors, also the mean distance between their points per
-frame, over the inter-ocular distance (against the first one). ``dlib`` comes from the plugin
+to warm up, then times ``detect`` on every frame.
+
+Prints one JSON object per line, ``detector``, one per detector, with ``machine``, ``cpus``,
+``load``, the configuration (``detector``, ``static``: mediapipe without tracking, ``video``,
+``width``, ``height``, ``frames``), then ``ms_per_frame_mean``, ``ms_per_frame_median`` and
+``frames_with_face``. With several detectors, the later ones also get ``points_vs`` (the first
+one), ``frames_compared`` and ``points_error_interocular``: the mean distance between their points
+per frame, over the inter-ocular distance. ``dlib`` comes from the plugin
 package ``examples/headpuppet-dlib-detector``; when it is not pip-installed it is loaded from that
 folder.
 """
@@ -55,25 +61,27 @@ def main() -> None:
     pm = make_plugin_manager()
     if "dlib" in args.detector and "dlib" not in registry(pm, "landmarks"):
         pm = make_plugin_manager(plugins_dir=DLIB_PLUGIN)  # the example package, not pip-installed
+    from _jsonl import config, emit
+
     h, w = frames[0].shape[:2]
     first = None
     for name in args.detector:
-        opts = {"static_image_mode": True} if args.static and name == "mediapipe" else {}
-        det = registry(pm, "landmarks").create(name, **opts)
+        static = bool(args.static and name == "mediapipe")
+        det = registry(pm, "landmarks").create(name, **({"static_image_mode": True} if static else {}))
         times, points = run(det, frames)
-        found = sum(p is not None for p in points)
-        extra = ""
+        fields = dict(detector=name, static=static, video=Path(args.video).name, width=w, height=h,
+                      frames=len(frames), ms_per_frame_mean=round(statistics.mean(times), 2),
+                      ms_per_frame_median=round(statistics.median(times), 2),
+                      frames_with_face=sum(p is not None for p in points))
         if first is None:
             first = points
         else:
             from headpuppet.media.landmarks import landmark_error
 
             d = [landmark_error(p, q) for p, q in zip(points, first) if p is not None and q is not None]
-            extra = f", points vs {args.detector[0]}: {np.mean(d):.3f} inter-ocular" if d else ""
-        label = f"{name}{' (static)' if args.static and name == 'mediapipe' else ''}"
-        print(f"{label} on {Path(args.video).name} ({w}x{h}), {len(frames)} frames: "
-              f"mean {statistics.mean(times):.1f} ms/frame, median {statistics.median(times):.1f} ms/frame, "
-              f"face in {found}/{len(frames)} frames{extra}")
+            fields.update(points_vs=args.detector[0], frames_compared=len(d),
+                          points_error_interocular=round(float(np.mean(d)), 4) if d else None)
+        emit("detector", config(**fields))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/evaluate.py                       # 256 px, 16 frames, batch 8, 1 thread
     python bench/evaluate.py --size 256 --frames 32 --threads 2 --repeats 3
+    python bench/evaluate.py --size 64 --frames 2 --batch 2 --repeats 1    # a quick check
 
 Frames are real face crops (scikit-image's astronaut, shifted and noised so pairs differ). FID and
 CSIM run their full networks (FID Inception-v3 at 299x299, ArcFace iresnet100 at 112x112) with
@@ -11,14 +12,20 @@ each pair), its Frechet distance (a 2048x2048 matrix square root) is timed separ
 table cell. The landmark error includes the MediaPipe detector (when available) on each frame.
 The warp baselines are timed too (frames/s of rendering).
 
-The machine is shared: figures depend on its load, which is printed beside them.
+Prints one JSON object per line, each with ``machine``, ``cpus``, ``threads``, ``load`` (the
+machine is shared: figures depend on it), ``size``, ``frames``, ``batch``, ``repeats`` (the best
+run is kept), ``torch``:
+
+- ``evaluate_metric``, per ``metric`` (ssim, psnr, fid, csim, landmark-error; ``note`` says what
+  is included): ``frames_per_s`` and ``ms_per_frame``; ``error`` instead when it cannot run here;
+- ``evaluate_fid_frechet``: ``ms`` of FID's Frechet distance, once per table cell;
+- ``evaluate_baseline``, per ``baseline`` (copy, warp, warp-pwa): ``frames_per_s`` and
+  ``ms_per_frame`` of rendering.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
@@ -71,11 +78,11 @@ def main() -> None:
     from headpuppet.nets.facerec import build_arcface
     from headpuppet.nets.inception import build_fid_inception
 
+    from _jsonl import config, emit, note
+
     real, fake, pts = frames(args.size, args.frames)
     n = args.frames
-    print(f"headpuppet bench/evaluate: {n} frames of {args.size}x{args.size}, batch {args.batch}, "
-          f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machine)")
+    conf = dict(size=args.size, frames=n, batch=args.batch, repeats=args.repeats, torch=torch.__version__)
 
     def batches():
         for i in range(0, n, args.batch):
@@ -83,20 +90,23 @@ def main() -> None:
             yield MetricBatch(fake=fake[s], real=real[s], real_points=pts[s], source=real[s], source_points=pts[s],
                               real_keys=None, source_keys=None)
 
-    metrics = {"ssim": SSIMMetric(), "psnr": PSNRMetric()}
+    # name -> (metric, weights / what the timing covers)
+    metrics = {"ssim": (SSIMMetric(), None), "psnr": (PSNRMetric(), None)}
     torch.manual_seed(0)
-    metrics["fid (features, random weights)"] = FIDMetric(build_fid_inception(None), batch_size=args.batch)
-    metrics["csim (iresnet100, random weights)"] = CSIMMetric(build_arcface(None, "r100"), batch_size=args.batch)
+    metrics["fid"] = (FIDMetric(build_fid_inception(None), batch_size=args.batch),
+                      "Inception-v3 features of generated + real, RANDOM weights (timing only)")
+    metrics["csim"] = (CSIMMetric(build_arcface(None, "r100"), batch_size=args.batch),
+                       "ArcFace iresnet100, RANDOM weights (timing only)")
     try:
         from headpuppet.plugins import make_plugin_manager, registry
 
         det = registry(make_plugin_manager(), "landmarks").create("mediapipe")
-        metrics["landmark-error (mediapipe)"] = LandmarkErrorMetric(det)
+        metrics["landmark-error"] = (LandmarkErrorMetric(det), "mediapipe detector included")
     except Exception as exc:  # report, do not fail the benchmark
-        print(f"landmark-error: skipped ({type(exc).__name__}: {exc})")
+        note(f"landmark-error: skipped ({type(exc).__name__}: {exc})")
+        emit("evaluate_metric", config(**conf, metric="landmark-error", error=f"{type(exc).__name__}: {exc}"))
 
-    print(f"{'metric':38s} {'frames/s':>10s} {'ms/frame':>10s}")
-    for name, m in metrics.items():
+    for name, (m, what) in metrics.items():
         def go(m=m):
             m.reset()
             for b in batches():
@@ -104,19 +114,21 @@ def main() -> None:
             if not isinstance(m, FIDMetric):  # FID: per-frame cost without the set statistic (below)
                 m.compute()
         sec = timed(go, args.repeats)
-        print(f"{name:38s} {n / sec:10.2f} {1000 * sec / n:10.1f}")
+        emit("evaluate_metric", config(**conf, metric=name, note=what, frames_per_s=round(n / sec, 2),
+                                       ms_per_frame=round(1000 * sec / n, 2)))
 
     rng = np.random.default_rng(0)
     f1, f2 = rng.normal(size=(64, 2048)), rng.normal(size=(64, 2048))
     sec = timed(lambda: frechet_distance(*feature_statistics(f1), *feature_statistics(f2)), 1)
-    print(f"{'fid: Frechet distance of 2048-d sets':38s} {'':>10s} {1000 * sec:10.1f} ms once per table cell")
+    emit("evaluate_fid_frechet", config(**conf, what="Frechet distance of two 2048-d sets, once per table cell",
+                                        ms=round(1000 * sec, 1)))
 
     shots = real[:4]
     for method in (CopyBaseline(), WarpBaseline("tps"), WarpBaseline("pwa")):
         state = method.prepare(shots, pts[:4])
         sec = timed(lambda: method.render(state, pts), args.repeats)
-        print(f"{'baseline ' + method.name:38s} {n / sec:10.2f} {1000 * sec / n:10.1f}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+        emit("evaluate_baseline", config(**conf, baseline=method.name, shots=len(shots),
+                                         frames_per_s=round(n / sec, 2), ms_per_frame=round(1000 * sec / n, 2)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 #    the model FLOPs utilisation against the device's bf16 dense peak (PEAK_TFLOPS, default 989: H100/H200);
 # 2. animate at 256 px: G alone in batches of 64 frames (frames/s = 1000 / ms-per-frame) and end to end;
 # 3. the tests marked gpu.
-# Every figure is printed with its configuration; the log is kept under OUT.
+# Every figure is one JSON line with its configuration: OUT/train.jsonl, OUT/animate.jsonl (stdout);
+# the notes and warnings go to OUT/*.log (stderr, also shown).
 set -euo pipefail
 OUT=${1:-report/gpu}
 PEAK=${PEAK_TFLOPS:-989}
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: nothing to run')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python bench/train.py --preset paper-256 --device cuda --amp bf16 --channels-last --steps 300 --warmup 10 \
-  --peak-tflops "$PEAK" 2>&1 | tee "$OUT/train.txt"
-python bench/animate.py --models paper-256 demo --devices cuda --batch 64 --frames 256 --repeats 5 2>&1 \
-  | tee "$OUT/animate.txt"
+  --peak-tflops "$PEAK" 2> >(tee "$OUT/train.log" >&2) | tee "$OUT/train.jsonl"
+python bench/animate.py --models paper-256 demo --devices cuda --batch 64 --frames 256 --repeats 5 \
+  2> >(tee "$OUT/animate.log" >&2) | tee "$OUT/animate.jsonl"
 python -m pytest -q -m gpu 2>&1 | tee "$OUT/tests.txt"

@@ -3,6 +3,7 @@
     python bench/identity_loss.py                      # timing (batch 4, 128 px, CPU) + crop check
     python bench/identity_loss.py --dataset DATA       # crop check on a preprocessed dataset
     python bench/identity_loss.py --batch 8 --size 256 --device cuda
+    python bench/identity_loss.py --batch 1 --size 64 --steps 1 --per-video 2    # a quick check
 
 1. Timing: what the term adds to one generator step, as :class:`headpuppet.training.losses.ContentLoss`
    runs it: the real frames' activations without autograd, the fake frames' with autograd, the L1
@@ -14,6 +15,18 @@
    chip rectangle in crop fractions (what ``FIXED_CROP`` was set from) and how far descriptors of
    the fixed crop are from those of the true alignment (cosine and dlib distance), next to the
    cosines of aligned chips within one video and across videos, for scale.
+
+Prints one JSON object per line, each with ``machine``, ``cpus``, ``threads``, ``load``:
+
+- ``identity_loss_step`` (1.): ``batch``, ``size``, ``device``, ``layers``, ``steps``, ``warmup``,
+  ``ms_per_step_median``, ``ms_per_step_min``;
+- with the crop check (2.), each with ``dataset``, ``videos``, ``frames``, ``per_video``:
+  ``identity_loss_chip_rect``: the median of dlib's chip rectangle in crop fractions
+  (``centre_x_median``, ``centre_y_median``, ``side_median``, ``side_p5``, ``side_p95``) next to
+  ``fixed_crop``; ``identity_loss_fixed_crop``: fixed crop vs true alignment on the same frame
+  (``cosine_median``, ``cosine_min``, ``dlib_distance_median``, ``dlib_distance_max``; the same
+  person is below ``same_person_below``); ``identity_loss_aligned_scale``: aligned chips'
+  ``cosine_within_video_median`` and ``cosine_across_videos_median``.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _jsonl import config, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "data" / "faces" / "videos"
@@ -67,7 +81,9 @@ def make_dataset(out: Path) -> Path:
     return out
 
 
-def crop_check(net, dataset: Path, per_video: int) -> None:
+def crop_check(net, dataset: Path, per_video: int, label: str | None = None) -> None:
+    """Print the ``identity_loss_chip_rect``, ``identity_loss_fixed_crop`` and
+    ``identity_loss_aligned_scale`` lines for the frames of ``dataset``."""
     import torch.nn.functional as F
 
     from headpuppet.data.format import open_dataset
@@ -94,13 +110,17 @@ def crop_check(net, dataset: Path, per_video: int) -> None:
         per_video_desc.setdefault(v.id, []).append(F.normalize(aligned, dim=1))
     r = np.asarray(rects)
     med = np.median(r, 0)
-    print(f"dlib chip rectangle over {len(r)} frames of {len(ds.videos)} videos ({dataset}), as fractions of the "
-          f"crop: centre x {med[0]:.3f}, centre y {med[1]:.3f}, side {med[2]:.3f} "
-          f"(5-95 %: side {np.percentile(r[:, 2], 5):.3f}-{np.percentile(r[:, 2], 95):.3f}); "
-          f"FIXED_CROP = {FIXED_CROP}")
-    print(f"fixed crop vs dlib alignment, same frame: cosine median {statistics.median(cos_fix):.3f} "
-          f"(min {min(cos_fix):.3f}), dlib distance median {statistics.median(dist_fix):.3f} "
-          f"(max {max(dist_fix):.3f}; same person < 0.6)")
+    conf = dict(dataset=label or str(dataset), videos=len(ds.videos), frames=len(r), per_video=per_video)
+    emit("identity_loss_chip_rect", config(
+        **conf, what="dlib chip rectangle, fractions of the crop", centre_x_median=round(float(med[0]), 4),
+        centre_y_median=round(float(med[1]), 4), side_median=round(float(med[2]), 4),
+        side_p5=round(float(np.percentile(r[:, 2], 5)), 4), side_p95=round(float(np.percentile(r[:, 2], 95)), 4),
+        fixed_crop=list(FIXED_CROP)))
+    emit("identity_loss_fixed_crop", config(
+        **conf, what="descriptors of the fixed crop vs dlib alignment, same frame",
+        cosine_median=round(statistics.median(cos_fix), 4), cosine_min=round(min(cos_fix), 4),
+        dlib_distance_median=round(statistics.median(dist_fix), 4), dlib_distance_max=round(max(dist_fix), 4),
+        same_person_below=0.6))
     people = list(per_video_desc)
     same, diff = [], []
     for i, a in enumerate(people):
@@ -110,8 +130,10 @@ def crop_check(net, dataset: Path, per_video: int) -> None:
         for b in people[i + 1:]:
             diff += (ea @ torch.cat(per_video_desc[b]).T).flatten().tolist()
     if same and diff:
-        print(f"for scale, aligned chips: cosine within a video median {statistics.median(same):.3f}, "
-              f"across videos median {statistics.median(diff):.3f}")
+        emit("identity_loss_aligned_scale", config(
+            **conf, what="for scale: cosines of aligned chips",
+            cosine_within_video_median=round(statistics.median(same), 4),
+            cosine_across_videos_median=round(statistics.median(diff), 4)))
 
 
 def main() -> None:
@@ -132,9 +154,10 @@ def main() -> None:
 
     ident = registry(make_plugin_manager(), "perceptual").create("dlib-identity", device=args.device)
     t = timing(ident, args.batch, args.size, args.steps, args.device)
-    print(f"dlib-identity, batch {args.batch} at {args.size} px on {args.device} ({torch.get_num_threads()} threads), "
-          f"layers {list(ident.layers)}: forward real + forward/backward fake median {statistics.median(t):.0f} ms "
-          f"per step (min {min(t):.0f}, {len(t)} steps)")
+    emit("identity_loss_step", config(
+        batch=args.batch, size=args.size, device=args.device, layers=list(ident.layers), steps=len(t), warmup=2,
+        what="forward real + forward/backward fake", ms_per_step_median=round(statistics.median(t), 1),
+        ms_per_step_min=round(min(t), 1)))
     if args.no_crop_check:
         return
     net = ident.net
@@ -142,7 +165,8 @@ def main() -> None:
         crop_check(net, args.dataset, args.per_video)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            crop_check(net, make_dataset(Path(tmp) / "ds"), args.per_video)
+            crop_check(net, make_dataset(Path(tmp) / "ds"), args.per_video,
+                       label="shared videos at 128 px, every 10th frame, at most 12 per video: " + ", ".join(VIDEOS))
 
 
 if __name__ == "__main__":

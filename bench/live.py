@@ -1,9 +1,17 @@
 """Benchmark of live driving (``headpuppet live``): can the default model keep up with a 25 fps stream?
 
 A shared face video is played into ``headpuppet live`` at its own speed (``--realtime``: ffmpeg's
-``-re``, so frames arrive as from a camera and late ones are dropped), once per setting; the script
-prints frames made per second, frames dropped, per-stage times and the latency from a frame being
-decoded to its output frame being written, with the load average beside them.
+``-re``, so frames arrive as from a camera and late ones are dropped), once per thread setting.
+
+Prints one JSON object per line, ``live``, one per thread setting, with ``machine``, ``cpus``,
+``load`` (after the run; ``load_before`` too), ``threads`` (OpenMP/torch threads of the run, or
+"default"), ``photo``, ``video``, ``seconds``, ``checkpoint``, ``extra``, then the figures of
+``headpuppet live --stats``: ``fps_in`` (the stream's), ``fps_out`` (frames made per second),
+``fps_out_over_in``, ``decoded``, ``processed``, ``dropped``, ``no_face``, the mean per-frame times
+``detect_ms_mean``, ``render_ms_mean``, ``write_ms_mean``, the latency from a frame being decoded
+to its output frame being written (``latency_ms_median``, ``latency_ms_p90``, ``latency_ms_max``),
+and CPU time per frame (``render_cpu_ms_mean``: the rendering thread; ``cpu_ms_per_frame``: the
+whole process).
 
     python bench/live.py                                   # default model, 1 and all threads
     python bench/live.py --threads 1 --seconds 20 --checkpoint runs/00003/checkpoints/step-0001000
@@ -53,17 +61,26 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="default: the default model")
     ap.add_argument("--extra", default="", help="more options for headpuppet live, e.g. '--side-by-side'")
     args = ap.parse_args()
-    print(f"cpu cores {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
+    from _jsonl import config, emit
+
     for t in args.threads.split(","):
         threads = None if t == "all" else int(t)
+        load_before = round(os.getloadavg()[0], 2)
         s = run(Path(args.photo), Path(args.video), threads, args.seconds, args.checkpoint, args.extra.split() if args.extra else [])
         lat, det, ren = s["latency_ms"], s["detect_ms"], s["render_ms"]
-        print(f"threads {t}: {s['fps_out']:.1f} frames/s made of a {s['fps_in']:g} fps stream "
-              f"({s['processed']} made, {s['dropped']} dropped of {s['decoded']}); "
-              f"detect {det['mean']:.1f} ms, render {ren['mean']:.1f} ms, write {s['write_ms']['mean']:.1f} ms per frame; "
-              f"latency median {lat['median']:.0f} ms, 90% {lat['p90']:.0f} ms; "
-              f"CPU time per frame: render {s['render_cpu_ms']['mean']:.1f} ms, process {s['cpu_ms_per_frame']:.1f} ms; "
-              f"load average after {os.getloadavg()[0]:.2f}")
+        emit("live", config(
+            threads=threads if threads else "default", photo=Path(args.photo).name, video=Path(args.video).name,
+            seconds=args.seconds, checkpoint=args.checkpoint or "default model", extra=args.extra or None,
+            load_before=load_before, fps_in=s["fps_in"], fps_out=round(s["fps_out"], 2),
+            fps_out_over_in=round(s["fps_out"] / s["fps_in"], 3) if s["fps_in"] else None,
+            decoded=s["decoded"], processed=s["processed"], dropped=s["dropped"], no_face=s["no_face"],
+            detect_ms_mean=_r(det["mean"]), render_ms_mean=_r(ren["mean"]), write_ms_mean=_r(s["write_ms"]["mean"]),
+            latency_ms_median=_r(lat["median"]), latency_ms_p90=_r(lat["p90"]), latency_ms_max=_r(lat["max"]),
+            render_cpu_ms_mean=_r(s["render_cpu_ms"]["mean"]), cpu_ms_per_frame=_r(s["cpu_ms_per_frame"])))
+
+
+def _r(v, nd: int = 1):
+    return None if v is None else round(v, nd)
 
 
 if __name__ == "__main__":

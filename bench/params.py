@@ -10,6 +10,18 @@ mode: convolutions, linear layers and the attention matmuls; element-wise ops (n
 pooling) are not counted. Shown as multiply-accumulates (GMAC = FLOPs / 2). By default the networks
 run on the ``meta`` device, so nothing is computed and the count is exact for the shapes.
 
+Prints one JSON object per line, two per preset, each with ``machine``, ``cpus``, ``threads``,
+``load`` and the preset's configuration (``preset``, ``size``, ``ch``, ``max_ch``, ``emb_dim``,
+``k_shots``, ``discriminator``, ``psi_dim``, ``device``):
+
+- ``model_params``: millions of parameters of E (``e_params_m``), G with P (``g_params_m``), P
+  alone (``p_params_m``), D without W (``d_params_m``: conv part, w0, b) and W for ``num_videos``
+  videos (``w_params_m``); for paper-256 also the paper's figures (``paper_e_params_m``...) and
+  ours over the paper's (``e_over_paper``...; D only with the paper's projection discriminator);
+- ``model_gmac``: forward GMAC per sample: ``e_one_shot_gmac``, ``e_k_shots_gmac``, ``g_gmac``
+  (P included; P alone ``p_mmac``), ``d_gmac``, ``ek_g_d_gmac`` (E x K + G + D) and
+  ``episode_gmac`` (a meta-learning episode: D on real and fake).
+
 Usage::
 
     python bench/params.py                       # paper-256 and small-128
@@ -26,6 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from headpuppet.config import load_config
 from headpuppet.models import build_networks, count_parameters
 from headpuppet.plugins import make_plugin_manager
+
+from _jsonl import config, emit  # bench/ is on the path (a script's folder; bench/train.py adds it)
 
 PAPER = {"paper-256": {"E": 15e6, "G": 38e6, "D": 20e6}}  # section 4, rounded to millions
 
@@ -52,18 +66,14 @@ def report(preset: str, num_videos: int, device: str, discriminator: str | None)
     if m.discriminator != "projection":
         paper.pop("D", None)
 
-    def row(name: str, n: int, key: str | None = None) -> None:
-        ref = f"   paper: {paper[key] / 1e6:.0f}M" if key in paper else ""
-        print(f"  {name:<44}{n / 1e6:9.2f}M{ref}")
-
-    print(f"{preset}: {m.image_size}px, ch {m.ch}->{m.max_ch}, N {m.emb_dim}, K {k}, "
-          f"discriminator {m.discriminator}, psi_dim {G.psi_dim}")
-    print(" parameters")
-    row("E (embedder)", n_e, "E")
-    row("G (generator, incl. P)", n_g, "G")
-    row("  of which P (N x psi_dim + bias)", n_p)
-    row("D without W (conv part, w0, b)", n_d, "D")
-    row(f"W for {num_videos} videos ({m.emb_dim} each)", n_w)
+    conf = dict(preset=preset, size=m.image_size, ch=m.ch, max_ch=m.max_ch, emb_dim=m.emb_dim, k_shots=k,
+                discriminator=m.discriminator, psi_dim=G.psi_dim, device=device)
+    emit("model_params", config(
+        **conf, num_videos=num_videos, e_params_m=round(n_e / 1e6, 3), g_params_m=round(n_g / 1e6, 3),
+        p_params_m=round(n_p / 1e6, 3), d_params_m=round(n_d / 1e6, 3), w_params_m=round(n_w / 1e6, 3),
+        **{f"paper_{key.lower()}_params_m": round(v / 1e6, 3) for key, v in paper.items()},
+        **{f"{key.lower()}_over_paper": round(n / paper[key], 3) for key, n in (("E", n_e), ("G", n_g), ("D", n_d))
+           if key in paper}))
 
     s = m.image_size
     x_k = torch.zeros(1, k, 3, s, s, device=device)
@@ -76,14 +86,11 @@ def report(preset: str, num_videos: int, device: str, discriminator: str | None)
         f_p = macs(lambda: G.project(e))
         f_g = macs(lambda: G(x, e=e))
         f_d = macs(lambda: D(x, x, video_idx=idx))
-    print(" forward GMAC per sample")
-    print(f"  {'E, one shot':<44}{f_e1 / 1e9:9.2f}")
-    print(f"  {f'E, K = {k} shots':<44}{f_ek / 1e9:9.2f}")
-    print(f"  {'G (incl. P: ' + f'{f_p / 1e6:.1f} MMAC)':<44}{f_g / 1e9:9.2f}")
-    print(f"  {'D':<44}{f_d / 1e9:9.2f}")
-    print(f"  {'E x K + G + D':<44}{(f_ek + f_g + f_d) / 1e9:9.2f}")
-    print(f"  {'meta-learning episode (D on real and fake)':<44}{(f_ek + f_g + 2 * f_d) / 1e9:9.2f}")
-    print()
+    emit("model_gmac", config(
+        **conf, batch=1, what="forward GMAC per sample (FLOPs / 2)", e_one_shot_gmac=round(f_e1 / 1e9, 3),
+        e_k_shots_gmac=round(f_ek / 1e9, 3), g_gmac=round(f_g / 1e9, 3), p_mmac=round(f_p / 1e6, 3),
+        d_gmac=round(f_d / 1e9, 3), ek_g_d_gmac=round((f_ek + f_g + f_d) / 1e9, 3),
+        episode_gmac=round((f_ek + f_g + 2 * f_d) / 1e9, 3)))
 
 
 def main() -> None:

@@ -13,16 +13,28 @@ forward and backward, perceptual networks included) counted by ``torch.utils.flo
 ``bench/params.py``'s ``macs`` when present), divided by the batch. With ``--peak-tflops`` the implied
 utilisation is ``FLOPs/sample * samples/s / peak``.
 
+Prints one JSON object per line (notes go to stderr), each with ``machine``, ``cpus``, ``threads``,
+``load``:
+
+- ``train_step``: the configuration (``preset``, ``size``, ``ch``, ``max_ch``, ``emb_dim``, ``batch``,
+  ``k_shots``, ``discriminator``, ``device``, ``device_name``, ``torch``, ``precision``,
+  ``channels_last``, ``content_loss``, ``params_m`` of E, G, D), then ``warmup``, ``steps``, every
+  timed step's seconds (``step_s``), ``step_s_median``, ``samples_per_s`` (episodes of K+1 frames),
+  and unless ``--no-flops``: ``gflop_per_sample``, ``achieved_tflops``, ``peak_tflops`` and
+  ``pct_of_peak`` (null without ``--peak-tflops``);
+- ``train_data_loading``: one process making batches (reading JPEGs, drawing landmark images):
+  ``s_per_batch`` and ``samples_per_s``.
+
 Usage::
 
     python bench/train.py                                   # small-128 on CPU
     python bench/train.py --preset paper-256 --device cuda --amp bf16 --peak-tflops 989
+    python bench/train.py --steps 1 --warmup 0 --batch-size 1 --k-shots 1 --no-flops   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import tempfile
@@ -105,7 +117,7 @@ def main() -> None:
         if args.perceptual == "preset":
             raise
         if args.perceptual == "auto":
-            print(f"note: {exc}")
+            print(f"note: {exc}", file=sys.stderr)
         cfg.loss.perceptual = {"laplacian-pyramid": 1.0}
         cfg.loss.perceptual_layers = {}
         content = ContentLoss(pm, cfg.loss, device=device)
@@ -155,28 +167,26 @@ def main() -> None:
     sec = sorted(times)[len(times) // 2]
     flops = None if args.no_flops else 2 * _macs(lambda: step(batches[-1])) / B
 
+    from _jsonl import config, emit
+
     m = cfg.model
-    print(f"headpuppet meta-train step benchmark ({time.strftime('%Y-%m-%d %H:%M')})")
-    print(f"  preset {preset}: {S}px, ch {m.ch}->{m.max_ch}, N {m.emb_dim}, batch {B}, K {K}, "
-          f"discriminator {m.discriminator}, amp {args.amp}, channels_last {args.channels_last}")
-    print(f"  parameters: E {count_parameters(nets.embedder) / 1e6:.2f}M, G {count_parameters(nets.generator) / 1e6:.2f}M, "
-          f"D {count_parameters(nets.discriminator) / 1e6:.2f}M")
-    print(f"  content loss: {perceptual}")
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " \
-        f"{os.cpu_count()} logical CPUs"
-    print(f"  device: {device} ({dev}); torch {torch.__version__}")
-    print(f"  steps: {args.warmup} warm-up + {len(times)} timed; per-step seconds {', '.join(f'{t:.3f}' for t in times)}")
-    print(f"  step time (median): {sec:.3f} s  ->  {B / sec:.2f} samples/s (episodes of K+1 frames)")
-    print(f"  data loading (one process): {load_s:.3f} s per batch of {B}")
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    conf = dict(preset=preset, size=S, ch=m.ch, max_ch=m.max_ch, emb_dim=m.emb_dim, batch=B, k_shots=K,
+                discriminator=m.discriminator, device=str(device), device_name=dev, torch=torch.__version__,
+                precision="bf16" if args.amp == "bf16" else "fp32", channels_last=args.channels_last,
+                content_loss=perceptual, params_m={"E": round(count_parameters(nets.embedder) / 1e6, 3),
+                                                   "G": round(count_parameters(nets.generator) / 1e6, 3),
+                                                   "D": round(count_parameters(nets.discriminator) / 1e6, 3)})
+    fields = dict(warmup=args.warmup, steps=len(times), step_s=[round(t, 4) for t in times],
+                  step_s_median=round(sec, 4), samples_per_s=round(B / sec, 3))
     if flops is not None:
-        print(f"  model FLOPs per sample (D step + G step, fwd + bwd, incl. perceptual): {flops / 1e9:.2f} GFLOP")
         achieved = flops * B / sec
-        print(f"  achieved: {achieved / 1e12:.3f} TFLOP/s", end="")
-        if args.peak_tflops:
-            print(f"  = {100 * achieved / (args.peak_tflops * 1e12):.1f}% of the {args.peak_tflops:g} TFLOP/s peak given")
-        else:
-            print("  (pass --peak-tflops for utilisation)")
+        fields.update(gflop_per_sample=round(flops / 1e9, 3), achieved_tflops=round(achieved / 1e12, 4),
+                      peak_tflops=args.peak_tflops,
+                      pct_of_peak=round(100 * achieved / (args.peak_tflops * 1e12), 2) if args.peak_tflops else None)
+    emit("train_step", config(**conf, **fields))
+    emit("train_data_loading", config(preset=preset, size=S, batch=B, k_shots=K, processes=1,
+                                      s_per_batch=round(load_s, 4), samples_per_s=round(B / load_s, 2)))
 
 
 if __name__ == "__main__":
