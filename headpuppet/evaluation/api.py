@@ -6,13 +6,20 @@ when ``out`` is given, the report on disk out.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import HeadpuppetError
+from ..devices import resolve_device
+from ..errors import HeadpuppetError, PluginError
+from ..outputs import check_not_input, check_writable_dir
+from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
+from .baselines import make_baseline
+from .methods import ModelMethod
 from .metric import Metric, MetricStatus, load_metrics
 from .protocol import DEFAULT_SHOTS, EvalResults, EvalSettings, run_evaluation
+from .report import write_report
 
 DEFAULT_BASELINES = ("copy", "warp")
 DEFAULT_DETECTOR = "mediapipe"
@@ -64,10 +71,6 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path
         HeadpuppetError: a one-line message for bad input (no methods, missing dataset, a
             checkpoint of another version, an unknown device or metric...).
     """
-    from ..devices import resolve_device
-    from ..outputs import check_not_input, check_writable_dir
-    from ..plugins import make_plugin_manager
-
     reporter = reporter or NULL
     pm = pm if pm is not None else make_plugin_manager()
     device = str(resolve_device(device))  # an unknown or absent device: one line, before any work
@@ -78,21 +81,17 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path
     if checkpoint is None and modes:
         raise HeadpuppetError("--mode needs a checkpoint; pass a run or checkpoint folder as CHECKPOINT, "
                               "or drop --mode to evaluate baselines only")
-    from .baselines import make_baseline
-
     methods = [make_baseline(b) for b in baselines]
     if not methods and checkpoint is None:
         raise HeadpuppetError("nothing to evaluate: CHECKPOINT is none and --baseline none; give one of them")
 
-    from ..data.format import open_dataset
+    from ..data.format import open_dataset  # lazy: cv2 (CLI start-up: the metrics plugin imports this package)
 
     dataset = open_dataset(data)  # one-line DatasetError when missing or empty
     ckpt_info = None
     if checkpoint is not None:
         dataset, animator = _load_model(checkpoint, dataset, data, device, precision, pm, reporter)
         ckpt_info = {"path": str(checkpoint), "step": _step(animator)}
-        from .methods import ModelMethod
-
         methods += [ModelMethod(animator, m, finetune_steps, seed) for m in modes]
 
     metric_objs, status = load_metrics(pm, list(metrics) if metrics is not None else None, weights_dir, device)
@@ -106,8 +105,6 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path
                       "size": dataset.size, "detector": dataset.detector},
     )
     if out is not None:
-        from .report import write_report
-
         results.files = write_report(results, out)
     return results
 
@@ -118,9 +115,6 @@ def choose_detector(pm, metrics: dict[str, Metric], status: dict[str, MetricStat
     the reason, in ``metrics`` / ``status``."""
     if "landmark-error" not in metrics:
         return None
-    from ..errors import PluginError
-    from ..plugins import registry
-
     if name.lower() == "none":
         reason = "--detector none"
     else:
@@ -136,7 +130,7 @@ def choose_detector(pm, metrics: dict[str, Metric], status: dict[str, MetricStat
 
 def _load_model(checkpoint, dataset, data, device: str, precision: str, pm, reporter: Reporter):
     """The animator of ``checkpoint`` and the dataset at its crop size."""
-    from ..fewshot.animator import Animator
+    from ..fewshot.animator import Animator  # lazy: torch, +1.4 s at CLI start-up (measured)
 
     animator = Animator.from_checkpoint(checkpoint, device=device, pm=pm, precision=precision)
     if animator.size != dataset.size:
@@ -149,9 +143,7 @@ def _load_model(checkpoint, dataset, data, device: str, precision: str, pm, repo
 
 
 def _step(animator) -> int | None:
-    import json
-
-    from ..training.checkpoint import resolve
+    from ..training.checkpoint import resolve  # lazy: torch, +1.4 s at CLI start-up (measured)
 
     try:
         folder = resolve(animator.source)

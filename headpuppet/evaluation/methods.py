@@ -30,9 +30,9 @@ class ModelMethod:
         self._content_loss = None
 
     def prepare(self, shots, points, iris=None, video_id: str = ""):
-        import torch
+        import torch  # lazy: torch, +1.4 s at CLI start-up (measured)
 
-        from ..fewshot.person import Person
+        from ..fewshot.person import Person  # lazy: torch (CLI start-up)
 
         a = self.animator
         points = np.asarray(points, np.float32)
@@ -46,7 +46,7 @@ class ModelMethod:
         person = Person(frames=np.asarray(shots), points=points, iris=iris, e=e, psi=psi, w=w)
         if self.mode == "ft":
             if self._content_loss is None:  # built once: the perceptual networks are large
-                from ..training.losses import ContentLoss
+                from ..training.losses import ContentLoss  # lazy: torch (CLI start-up)
 
                 self._content_loss = ContentLoss(a.pm, a.cfg.loss, device=a.device)
             person = a.fine_tune(person, steps=self.finetune_steps, content_loss=self._content_loss,

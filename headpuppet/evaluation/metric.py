@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import HeadpuppetError
+from ..plugins import registry
 
 #: order of the columns in the paper's table, then the others in request order
 PAPER_METRICS = ("fid", "ssim", "csim", "csim-dlib", "landmark-error")
@@ -189,8 +190,6 @@ def load_metrics(pm, names: list[str] | None = None, weights_dir: Path | None = 
     A metric whose factory raises :class:`WeightsMissingError` (or any project error) is returned
     as not computed with that message, which names the fixing command; unknown names are errors.
     """
-    from ..plugins import registry
-
     reg = registry(pm, "metric")
     if names is None:
         names = [n for n in PAPER_METRICS if n in reg] + [n for n in reg.names() if n not in PAPER_METRICS]
