@@ -9,6 +9,7 @@ with every run and inside every checkpoint, so a checkpoint folder alone rebuild
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -198,8 +199,6 @@ _RANGES = [
 def check_ranges(cfg: Config) -> None:
     """Numbers outside their meaningful range (``train.steps=-5``, a NaN learning rate) are a
     :class:`ConfigError` naming the key, before anything is built or written."""
-    import math
-
     def bad(key: str, value: Any, what: str) -> ConfigError:
         return ConfigError(f"config key '{key}' must be {what}, got {value!r}")
 

