@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 __all__ = ["CropBox", "face_crop_box", "crop_frame", "to_crop", "from_crop", "iris_to_crop", "iris_from_crop"]
@@ -89,8 +90,6 @@ def crop_frame(frame: np.ndarray, box: CropBox, size: int, pad: str = "black") -
     ``pad="edge"`` (replicate the border pixels). Resizing uses ``cv2.INTER_AREA`` (the right filter
     for downscaling, which is the usual case).
     """
-    import cv2
-
     if pad not in ("black", "edge"):
         raise ValueError(f"pad must be 'black' or 'edge', got {pad!r}")
     h, w = frame.shape[:2]

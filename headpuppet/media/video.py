@@ -19,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import imageio_ffmpeg
 import numpy as np
 
 from ..errors import MediaError
@@ -30,8 +31,6 @@ __all__ = ["VideoInfo", "probe", "read_frames", "read_frames_any", "list_image_f
 
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
-    import imageio_ffmpeg
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -142,8 +141,6 @@ def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None)
     Raises:
         MediaError: the file is missing or cannot be decoded.
     """
-    import imageio_ffmpeg
-
     path = Path(path)
     _check_file(path)
     if every < 1:
@@ -270,8 +267,6 @@ class VideoWriter:
         return self
 
     def _start(self, w: int, h: int) -> None:
-        import imageio_ffmpeg
-
         self._size = (w + (w % 2), h + (h % 2))
         self._gen = imageio_ffmpeg.write_frames(
             _arg(self._tmp), self._size, fps=Fraction(self.fps).limit_denominator(1001),
