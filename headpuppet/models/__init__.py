@@ -13,6 +13,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..plugins import make_plugin_manager, registry
 from .blocks import check_model_config
 from .discriminator import MultiScaleDiscriminator, ProjectionDiscriminator
 from .embedder import Embedder
@@ -64,8 +65,6 @@ def build_networks(cfg, num_videos: int, pm=None, device: torch.device | str = "
             :func:`headpuppet.plugins.make_plugin_manager` when None.
         device, dtype: where the parameters live (float32 by default).
     """
-    from ..plugins import make_plugin_manager, registry
-
     mcfg = cfg.model
     check_model_config(mcfg)
     if pm is None:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from ..errors import ConfigError
 
 __all__ = [
     "conv", "linear", "AdaIN", "SelfAttention", "ResBlockDown", "ResBlock", "ResBlockUp",
@@ -41,8 +44,6 @@ def linear(in_features: int, out_features: int, sn: bool = True, bias: bool = Tr
 
 def has_spectral_norm(layer: nn.Module) -> bool:
     """Whether ``layer.weight`` is computed through a spectral-norm parametrisation."""
-    from torch.nn.utils import parametrize
-
     if not parametrize.is_parametrized(layer, "weight"):
         return False
     return any(type(p).__name__ == "_SpectralNorm" for p in layer.parametrizations["weight"])
@@ -199,8 +200,6 @@ def _is_pow2(n: int) -> bool:
 
 def check_model_config(mcfg) -> None:
     """Raise :class:`~headpuppet.errors.ConfigError` for sizes the networks cannot be built with."""
-    from ..errors import ConfigError
-
     s = mcfg.image_size
     if not _is_pow2(s) or s < 8:
         raise ConfigError(f"model.image_size must be a power of two >= 8 (e.g. 128 or 256), got {s}")

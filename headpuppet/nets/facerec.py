@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
+
+from . import frozen
+from .inception import _match
 
 ARCFACE_SOURCE = "https://github.com/deepinsight/insightface/tree/master/model_zoo"
 ARCFACE_LICENCE = ("InsightFace pretrained models: non-commercial research purposes only "
@@ -98,8 +102,6 @@ def convert_arcface(path: str | Path, arch: str = "r100") -> dict[str, torch.Ten
     Loaded with ``weights_only=True``; fp16 checkpoints are cast to float32; a ``module.`` prefix
     (DistributedDataParallel) is accepted; every expected tensor must be present with its shape.
     """
-    from .inception import _match
-
     raw = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]
@@ -110,8 +112,6 @@ def build_arcface(state_dict: dict[str, torch.Tensor] | None = None, arch: str =
                   device: str | torch.device = "cpu", width: int = 64) -> IResNet:
     """A frozen ArcFace backbone in eval mode (random weights when ``state_dict`` is None: tests and
     benchmarks only)."""
-    from . import frozen
-
     return frozen(IResNet(DEPTHS[arch], width=width), state_dict, "ArcFace", device)
 
 
@@ -126,8 +126,6 @@ def five_points(points: np.ndarray) -> np.ndarray:
 def align_faces(images: np.ndarray, points: np.ndarray, size: int = 112) -> np.ndarray:
     """Warp each face onto ArcFace's template with a similarity transform (as InsightFace's
     ``norm_crop``). ``images`` (B, H, W, 3) uint8, ``points`` (B, 68, 2) px -> (B, size, size, 3) uint8."""
-    import cv2
-
     out = np.empty((len(images), size, size, 3), np.uint8)
     dst = ARCFACE_TEMPLATE * (size / 112.0)
     for i, (img, pts) in enumerate(zip(images, points)):

@@ -21,6 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import WeightsMissingError
+from . import frozen
+
 #: pytorch-fid's published weights (the filename carries the first 8 hex digits of its sha256)
 PT_FID_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
               "pt_inception-2015-12-05-6726825d.pth")
@@ -208,8 +211,6 @@ def convert_pytorch_fid(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _match(raw: dict, expected: dict, what: str) -> dict[str, torch.Tensor]:
-    from ..errors import WeightsMissingError
-
     out: dict[str, torch.Tensor] = {}
     for key, ref in expected.items():
         if key.endswith("num_batches_tracked"):
@@ -226,6 +227,4 @@ def _match(raw: dict, expected: dict, what: str) -> dict[str, torch.Tensor]:
 def build_fid_inception(state_dict: dict[str, torch.Tensor] | None = None, device: str | torch.device = "cpu") -> FIDInceptionV3:
     """A frozen :class:`FIDInceptionV3` in eval mode, loaded from a converted state dict when given
     (random weights otherwise, for tests and benchmarks only)."""
-    from . import frozen
-
     return frozen(FIDInceptionV3(), state_dict, "Inception", device)

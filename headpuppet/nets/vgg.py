@@ -41,6 +41,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..weights import WeightsFormatError
+
 #: torchvision's configuration "E": numbers are conv output channels, "M" a 2x2 max-pool.
 VGG19_CFG: tuple = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                     512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -196,8 +198,6 @@ class VGGFace(VGGFeatures):
 # --- converters from the published files (used by the WeightSpecs in plugins/perceptual.py) ---
 
 def _torch_load(path: str | Path) -> dict:
-    from ..weights import WeightsFormatError
-
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights_only errors all mean "not this format"
@@ -212,8 +212,6 @@ def _torch_load(path: str | Path) -> dict:
 
 
 def _check_trunk(path, out: dict[str, torch.Tensor], reference: VGGFeatures, what: str) -> dict[str, torch.Tensor]:
-    from ..weights import WeightsFormatError
-
     expected = {k: v.shape for k, v in reference.state_dict().items()}
     for key, shape in expected.items():
         if key not in out:
@@ -240,8 +238,6 @@ def convert_vgg_face_dag(path: str | Path) -> dict[str, torch.Tensor]:
     ``convX_Y`` maps to ``features.N`` in VGG16 order (conv1_1 -> 0, conv1_2 -> 2, conv2_1 -> 5, ...,
     conv5_3 -> 28); ``fc6``, ``fc7``, ``fc8`` are dropped.
     """
-    from ..weights import WeightsFormatError
-
     what = "pytorch-mcn's vgg_face_dag state dict (keys conv1_1.weight ... fc8.bias)"
     sd = _torch_load(path)
     out: dict[str, torch.Tensor] = {}

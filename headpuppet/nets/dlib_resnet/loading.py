@@ -5,10 +5,13 @@ folder, and loading the converted network.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 
+from ...protocols import WeightSpec
+from ...weights import ensure, load_weights
 from .dat import DAT_FILENAME, DAT_SHA256, LICENCE, PIP_PACKAGE, SOURCE, WEIGHTS_NAME, convert_dlib_dat
 from .network import DlibResNet, build_dlib_resnet
 
@@ -20,8 +23,6 @@ def locate_dat() -> Path | None:
     ``pkg_resources``, which setuptools >= 81 no longer ships, so
     ``face_recognition_models.face_recognition_model_location()`` fails on new environments.
     """
-    import importlib.util
-
     try:
         spec = importlib.util.find_spec("face_recognition_models")
     except (ImportError, ValueError):
@@ -41,8 +42,6 @@ def _convert(path):  # module-level so the manifest names it
 
 def dlib_resnet_spec():
     """The :class:`headpuppet.protocols.WeightSpec` of ``dlib-resnet`` (registered by the metrics plugin)."""
-    from ...protocols import WeightSpec
-
     return WeightSpec(
         name=WEIGHTS_NAME,
         description="dlib face-recognition ResNet (29 conv, 150 px chips -> 128-d), for CSIM (dlib) "
@@ -63,8 +62,6 @@ def load_state(weights_dir: str | Path | None = None, device: str | torch.device
     Raises :class:`headpuppet.errors.WeightsMissingError` (package absent, nothing imported) or a
     :class:`headpuppet.weights.WeightsError` (damaged file), each one line naming the fix.
     """
-    from ...weights import ensure, load_weights
-
     ensure(dlib_resnet_spec(), weights_dir)
     return load_weights(WEIGHTS_NAME, weights_dir, device=str(device), title="dlib face ResNet")
 

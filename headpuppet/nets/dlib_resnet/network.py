@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import frozen
+
 #: the network's input: square chips of this many pixels (dlib ``input_rgb_image_sized<150>``)
 CHIP_SIZE = 150
 DESCRIPTOR_DIM = 128
@@ -164,6 +166,4 @@ def build_dlib_resnet(state_dict: dict[str, torch.Tensor] | None = None,
                       device: str | torch.device = "cpu") -> DlibResNet:
     """A frozen :class:`DlibResNet` in eval mode (random weights when ``state_dict`` is None: tests
     and benchmarks only)."""
-    from .. import frozen
-
     return frozen(DlibResNet(), state_dict, "dlib ResNet", device)
