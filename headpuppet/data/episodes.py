@@ -22,6 +22,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MediaError
+from ..media.imaging import to_tensor
+from ..media.landmarks import rasterise
+from .format import resize_frame
 
 #: epoch number used for the fixed preview episodes of sample grids (never a training epoch)
 PREVIEW_EPOCH = 2**31 - 1
@@ -85,8 +88,6 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return np.concatenate([[target], rng.choice(others, self.k, replace=True)])
 
     def _image(self, record, i: int) -> np.ndarray:
-        from .format import resize_frame
-
         return resize_frame(record.frame(int(i)), self.size)
 
     def _points(self, record, i: int) -> np.ndarray:
@@ -95,16 +96,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     def _landmark_image(self, record, i: int, points: np.ndarray) -> np.ndarray:
         """The landmark image of frame ``i`` from its ``points`` (:meth:`_points`)."""
-        from ..media.landmarks import rasterise
-
         iris = None
         if self.iris and record.iris is not None:
             iris = np.asarray(record.iris[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
         return rasterise(points, self.size, iris=iris)
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
-        from ..media.imaging import to_tensor
-
         if isinstance(key, (tuple, list)):
             epoch, video, repeat = (list(key) + [0])[:3]
         else:

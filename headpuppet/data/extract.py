@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import HeadpuppetError, MediaError
 from ..media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..media.video import list_image_frames, probe, read_frames, read_frames_any
 from ..protocols import largest_face
 from .discover import Item
 from .format import PendingVideo, clean_partial
@@ -57,8 +58,6 @@ class ExtractConfig:
 
 def _frames_of(item: Item, every: int, max_frames: int | None):
     """``(fps or None, frame iterator)`` for an item; MediaError when it cannot be read."""
-    from ..media.video import list_image_frames, probe, read_frames, read_frames_any
-
     if item.kind == "video":
         info = probe(item.source)
         if info.num_frames == 0:

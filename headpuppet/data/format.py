@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..errors import HeadpuppetError
@@ -133,8 +134,6 @@ class VideoRecord:
 
     def frame(self, i: int) -> np.ndarray:
         """Stored frame ``i`` as ``(S, S, 3) uint8 RGB``."""
-        import cv2
-
         p = self.frame_path(i)
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
@@ -150,8 +149,6 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     """A stored ``(S, S, 3)`` frame at ``size x size`` (INTER_AREA down, cubic up; itself at its size)."""
     if frame.shape[0] == size and frame.shape[1] == size:
         return frame
-    import cv2
-
     interp = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_CUBIC
     return cv2.resize(frame, (size, size), interpolation=interp)
 
@@ -378,8 +375,6 @@ class PendingVideo:
 
     def add_frame(self, image: np.ndarray) -> None:
         """Append the next ``(S, S, 3) uint8 RGB`` crop as ``frames/<n>.jpg``."""
-        import cv2
-
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f"frame must be ({self.size}, {self.size}, 3) uint8, got {image.shape} {image.dtype}")
         path = self.tmp / "frames" / f"{self.num_frames:06d}.jpg"

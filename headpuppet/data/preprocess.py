@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HeadpuppetError
+from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from .discover import Item, assign_ids, discover, shard_items
 from .extract import ExtractConfig, VideoResult, process_video, run_one
@@ -99,8 +100,6 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
         The :class:`Summary`. Per-video problems are in it; only problems with the whole run
         (bad arguments, unknown detector, an ``out`` that is not a compatible dataset) raise.
     """
-    from ..plugins import make_plugin_manager, registry
-
     reporter = reporter or NULL
     t_start = time.perf_counter()
     if size < 8:

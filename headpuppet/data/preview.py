@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
+from ..media.landmarks import rasterise
 from .format import open_dataset
 
 __all__ = ["write_preview"]
@@ -20,10 +22,6 @@ def write_preview(out: Path, prefer: list[str] | None = None, rows: int = 8, cel
     all videos when none), with frames spread over each video, so a person can check crops and
     landmarks.
     """
-    from PIL import Image, ImageDraw
-
-    from ..media.landmarks import rasterise
-
     ds = open_dataset(out)
     by_id = {v.id: v for v in ds.videos}
     order = sorted((by_id[i] for i in set(prefer or []) if i in by_id), key=lambda v: v.id) or ds.videos

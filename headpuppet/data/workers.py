@@ -11,10 +11,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import multiprocessing as mp
 import os
+import pickle
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..plugins import make_plugin_manager, registry
 from .discover import Item
 from .extract import ExtractConfig, VideoResult, failure_result, run_one
 
@@ -31,8 +36,6 @@ def _plugin_spec(pm) -> list[tuple[str, str | None, str | None, Any]]:
     One ``(name, module name, module file, object)`` per plugin: modules travel by name (re-imported,
     or loaded from their file, as ``--plugins-dir`` plugins are), other plugin objects by pickling.
     """
-    import pickle
-
     spec = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
@@ -50,8 +53,6 @@ def _plugin_spec(pm) -> list[tuple[str, str | None, str | None, Any]]:
 
 
 def _worker_init(spec, detector: str, cfg: ExtractConfig, blocked: str | None) -> None:
-    from ..plugins import make_plugin_manager, registry
-
     if blocked is not None:
         os.environ["HEADPUPPET_DISABLE_PLUGINS"] = blocked
     pm = make_plugin_manager(load_entrypoints=False)
@@ -82,16 +83,10 @@ def _worker_run(item: Item) -> VideoResult:
 def run_pool(todo: list[Item], pm, detector: str, cfg: ExtractConfig, workers: int, record) -> None:
     """Process ``todo`` in ``workers`` spawned processes; ``record(VideoResult)`` is called in this
     process as each item finishes (a worker that dies becomes a failed result, not an exception)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
     # spawn: mediapipe (and torch) hold threads and native state that a fork would copy broken
     ctx = mp.get_context("spawn")
     # only the plugin that provides the detector: importing every plugin (torch for the losses...)
     # would cost each worker seconds of start-up for nothing
-    from ..plugins import registry
-
     owner = registry(pm, "landmarks")[detector].plugin
     spec = [s for s in _plugin_spec(pm) if s[0] == owner]
     blocked = os.environ.get("HEADPUPPET_DISABLE_PLUGINS")
