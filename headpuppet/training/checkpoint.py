@@ -30,9 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..config import Config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
+from ..models import build_networks
+from ..plugins import make_plugin_manager
 
 FORMAT = "headpuppet-checkpoint"
 VERSION = 1
@@ -119,8 +122,6 @@ def make_meta(cfg: Config, step: int, num_videos: int, detector: str | None = No
 
 def _write_folder(final: Path, networks: dict[str, torch.nn.Module], meta: dict,
                   state: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    from safetensors.torch import save_file
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
@@ -289,8 +290,6 @@ def resume_candidates(path: str | Path) -> list[Path]:
 
 
 def _load_into(module: torch.nn.Module, file: Path) -> None:
-    from safetensors.torch import load_file
-
     if not file.exists():
         raise CheckpointError(f"{file} is missing; the checkpoint is incomplete, use an earlier one")
     try:
@@ -336,16 +335,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", pm=Non
     Raises:
         CheckpointError: missing folder/files, another format version, weights not fitting.
     """
-    from ..models import build_networks
-
     folder, meta = read_meta(path)
     try:
         cfg = from_dict(meta["config"])
     except (ConfigError, KeyError) as exc:
         raise CheckpointError(f"{folder}: its config does not fit this headpuppet ({exc})") from None
     if pm is None:
-        from ..plugins import make_plugin_manager
-
         pm = make_plugin_manager()
     names = set(meta.get("networks") or [p.stem for p in folder.glob("*.safetensors")])
     # Without a discriminator file (an export) D is built small and dropped: W has a row per

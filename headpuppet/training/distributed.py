@@ -19,6 +19,7 @@ each process draws ``batch_size`` episodes per step, so the effective batch is `
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -26,6 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..devices import resolve_device
 
@@ -115,10 +117,6 @@ def wrap(module: torch.nn.Module, info: DistInfo, find_unused_parameters: bool =
     """
     if not info.enabled:
         return module
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    import inspect
-
     ids = [info.device.index] if info.device.type == "cuda" else None
     kw = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters \
         else {"broadcast_buffers": False}  # torch >= 2.13 renamed it; both still sync at construction

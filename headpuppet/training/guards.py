@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -113,8 +114,6 @@ def end_workers(before: set) -> None:
 def check_batch_memory(cfg: Config) -> None:
     """Refuse a batch that cannot fit in this machine's memory (one line) before anything is built:
     an absurd ``--batch-size`` would otherwise exhaust memory building its sampler and batches."""
-    import os
-
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):

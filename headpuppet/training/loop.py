@@ -31,16 +31,23 @@ from pathlib import Path
 import torch
 
 from ..config import Config, from_dict, save_config
-from ..errors import CheckpointError, ConfigError, Interrupted
+from ..data.episodes import EpisodeDataset, collate
+from ..data.format import open_dataset
+from ..errors import CheckpointError, ConfigError, HeadpuppetError, Interrupted
+from ..models import build_networks
+from ..models.warp_generator import needs_source, source_kwargs
+from ..plugins import make_plugin_manager
 from ..progress import NULL, Reporter
 from . import checkpoint as ckpt
 from .distributed import (EpisodeBatchSampler, any_rank, barrier, cleanup, init_distributed, mean_over_ranks,
                           wrap)
 from .guards import (StopFlag, check_batch_memory, end_workers, fetch, half_made_iterator, one_line_failures,
                      worker_ignores_signals)
+from .losses import ContentLoss
+from .plots import plot_losses, sample_grid, save_grid
 from .resume import pick_checkpoint, restore_with_fallback, resume_config, seed_all, setting_changes
 from .runs import StatsWriter, describe, new_run_dir, read_stats
-from .steps import autocast_for, discriminator_step, generator_step
+from .steps import autocast_for, discriminator_step, generate, generator_step
 
 
 @dataclass
@@ -73,14 +80,7 @@ class MetaTrainer:
 
     def __init__(self, cfg: Config | None, data_root, out_root="runs", pm=None, resume=None,
                  reporter: Reporter | None = None, device=None):
-        from ..data.episodes import EpisodeDataset
-        from ..data.format import open_dataset
-        from .losses import ContentLoss
-        from ..models import build_networks
-
         if pm is None:
-            from ..plugins import make_plugin_manager
-
             pm = make_plugin_manager()
         self.pm = pm
         self._notes: list[str] = []  # said once the reporter exists
@@ -114,8 +114,6 @@ class MetaTrainer:
 
         if data_root is None:
             if resume_meta is None or not resume_meta.get("dataset"):
-                from ..errors import HeadpuppetError
-
                 raise HeadpuppetError("give the dataset folder (DATA); it is needed unless --resume names a run")
             data_root = resume_meta["dataset"]  # a resumed run reads the dataset it was trained on
         self.index = open_dataset(data_root)
@@ -169,8 +167,6 @@ class MetaTrainer:
         tc = self.cfg.train
         sampler = EpisodeBatchSampler(len(self.data), tc.batch_size, seed=tc.seed, rank=self.dist.rank,
                                       world_size=self.dist.world_size, start_step=start_step)
-        from ..data.episodes import collate
-
         workers = max(0, int(tc.num_workers))
         loader = torch.utils.data.DataLoader(
             self.data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
@@ -230,10 +226,6 @@ class MetaTrainer:
     @torch.no_grad()
     def write_samples(self) -> Path:
         """``samples/step-NNNNNNN.png`` from the fixed preview episodes, and ``samples/losses.png``."""
-        from ..models.warp_generator import needs_source, source_kwargs
-        from .plots import plot_losses, sample_grid, save_grid
-        from .steps import generate
-
         if self.preview is None:
             self.preview = self._to_device(self.data.preview_batch(4))
         b = self.preview

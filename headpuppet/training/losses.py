@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import LossConfig
+from ..plugins import registry
 
 
 class ContentLoss(nn.Module):
@@ -55,8 +56,6 @@ class ContentLoss(nn.Module):
     def __init__(self, pm, loss_cfg: LossConfig, weights_dir: str | Path | None = None,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        from ..plugins import registry
-
         reg = registry(pm, "perceptual")
         self.weights: dict[str, float] = {}
         self.nets = nn.ModuleDict()

@@ -12,8 +12,10 @@ N + M straight steps bit for bit; with several ranks each rank's RNG is re-deriv
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import Config, from_dict, to_dict
@@ -27,10 +29,6 @@ __all__ = ["pick_checkpoint", "resume_config", "setting_changes", "restore", "re
 
 def seed_all(seed: int) -> None:
     """Seed torch, numpy and python's ``random``."""
-    import random
-
-    import numpy as np
-
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)

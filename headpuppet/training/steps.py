@@ -35,7 +35,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import ConfigError
+from ..models.warp_generator import needs_source, source_kwargs
 from .distributed import unwrap
+from .losses import adversarial_g, embedding_match, feature_matching, hinge_d, ssim_loss
 
 Batch = dict[str, torch.Tensor]
 
@@ -46,8 +49,6 @@ def autocast_for(device: torch.device | str, amp: str = "none") -> Callable[[], 
     if amp in (None, "none", "", "fp32"):
         return nullcontext
     if amp != "bf16":
-        from ..errors import ConfigError
-
         raise ConfigError(f"train.amp must be 'none' or 'bf16', got {amp!r}")
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -59,8 +60,6 @@ def generate(nets, batch: Batch, psi: torch.Tensor | None = None,
     ``parts`` (warp-guided G only) returns the generator's dict (``image``, ``warped``, ``mask``,
     ``generated``) in place of ``x_hat``.
     """
-    from ..models.warp_generator import source_kwargs
-
     y = batch["target_landmarks"]  # (B, 3, S, S)
     src = source_kwargs(nets.generator, batch)  # the source shots, for the warp-guided generator
     if parts and src:
@@ -108,13 +107,9 @@ def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w:
                      video_idx=None if vid is None or w is not None else torch.cat([vid, vid]),
                      w=None if w is None else torch.cat([w, w]))
     real_score, fake_score = score.float().chunk(2)  # (B,), (B,)
-    from .losses import hinge_d
-
     terms = hinge_d(real_score, fake_score)
     out = {"Loss/D/real": terms["real"], "Loss/D/fake": terms["fake"]}
     if match_w and e is not None and w is None and cfg.loss.mch > 0:
-        from .losses import embedding_match
-
         out["Loss/D/mch"] = cfg.loss.mch * embedding_match(e.detach().float(), _w_rows(D, batch).float())
     loss = sum(out.values())
     loss.backward()
@@ -135,9 +130,6 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.training.losses.ContentLoss`,
     whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
     """
-    from .losses import adversarial_g, embedding_match, feature_matching, ssim_loss
-    from ..models.warp_generator import needs_source
-
     ac = autocast or nullcontext
     D = unwrap(nets.discriminator)
     real, y = batch["target"], batch["target_landmarks"]
