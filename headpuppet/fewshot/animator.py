@@ -17,12 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from ..config import Config
 from ..errors import CheckpointError, MediaError, NoFaceError
+from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
+from ..media.landmarks import rasterise
+from ..models.warp_generator import needs_source
+from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from ..protocols import largest_face
+from ..training.checkpoint import load_checkpoint
 from .finetune import fine_tune_person
 from .person import DEFAULT_DETECTOR, Person, read_person_dir, write_person_dir
 
@@ -80,8 +86,6 @@ class Animator:
 
         ``use_ema`` takes the moving average of G's weights when the checkpoint has one.
         """
-        from ..training.checkpoint import load_checkpoint
-
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"no checkpoint at {path}; pass --checkpoint with a run or checkpoint "
@@ -116,14 +120,10 @@ class Animator:
 
     def make_detector(self, name: str | None = None):
         """The landmark detector plugin ``name`` (default: the one the model was trained with)."""
-        from ..plugins import registry
-
         return registry(_pm(self.pm), "landmarks").create(name or self.detector_name)
 
     def landmark_images(self, points: np.ndarray, iris: np.ndarray | None = None) -> torch.Tensor:
         """``(B, 68, 2)`` crop px (+ ``(B, 2, 3)`` iris) -> ``(B, 3, S, S)`` float in [-1, 1] on the device."""
-        from ..media.landmarks import rasterise
-
         use_iris = self.uses_iris and iris is not None
         imgs = np.stack([rasterise(p, self.size, iris=iris[i] if use_iris else None)
                          for i, p in enumerate(points)])  # (B, S, S, 3)
@@ -138,8 +138,6 @@ class Animator:
         ``Person.faces_found`` (and reported as a warning). A shot without a face raises
         :class:`NoFaceError`.
         """
-        from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
-
         if self.embedder is None:
             raise CheckpointError(f"{self.source} has no embedder, so it cannot take new source photos; "
                                   f"use a checkpoint from `headpuppet meta-train`")
@@ -234,8 +232,6 @@ class Animator:
     def source_kwargs(self, gen: torch.nn.Module, person: Person, points: np.ndarray) -> dict:
         """What ``gen`` needs besides ``y`` to render ``points`` ``(B, 68, 2)`` of ``person``: the
         shots and their landmarks for the warp-guided generator, nothing for the paper's."""
-        from ..models.warp_generator import needs_source
-
         if not needs_source(gen):
             return {}
         b = len(points)
@@ -292,8 +288,6 @@ def fold_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
     """A frozen eval-mode copy of ``module`` whose spectral-norm parametrisations are replaced by the
     weights they give in eval mode (``W / sigma`` with the stored power-iteration vectors): the same
     function, one matrix norm fewer per layer and call."""
-    from torch.nn.utils import parametrize
-
     folded = copy.deepcopy(module).eval()
     # Each parametrised layer is swapped for a new plain one. (parametrize.remove_parametrizations
     # on the copy would delete the property from the parametrised class, which the copy shares with
@@ -321,8 +315,6 @@ def fold_spectral_norm(module: torch.nn.Module) -> torch.nn.Module:
 # ---------------------------------------------------------------------- small helpers
 def _pm(pm):
     if pm is None:
-        from ..plugins import make_plugin_manager
-
         pm = make_plugin_manager()
     return pm
 

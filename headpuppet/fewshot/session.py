@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import MediaError
 from ..progress import Reporter
+from .animator import Animator, resolve_checkpoint
+from .sources import is_person_dir, load_source_images
 
 
 @dataclass
@@ -38,8 +41,6 @@ class AnimatorCache:
         self._lock = threading.Lock()
 
     def get(self, checkpoint: str | Path | None, device: str = "cpu", precision: str = "auto"):
-        from .animator import Animator, resolve_checkpoint
-
         ckpt = resolve_checkpoint(checkpoint)
         key = (str(ckpt.resolve()), str(device), _mtime(ckpt), precision)
         with self._lock:
@@ -72,10 +73,6 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
     ``finetune_steps``, fine-tuned on its shots (paper section 3.4). ``precision`` is how G renders
     (:func:`~headpuppet.fewshot.animator.resolve_precision`).
     """
-    from ..errors import MediaError
-    from .animator import Animator
-    from .sources import is_person_dir, load_source_images
-
     sources = [str(s) for s in sources]
     if not sources:
         raise MediaError("no SOURCE given; pass a photo, several photos, a folder of photos, a video "

@@ -21,13 +21,12 @@ import numpy as np
 
 from ..errors import MediaError
 from ..media.imaging import is_image, is_video, read_image
+from ..media.video import list_image_frames, probe, read_frames
 from .person import is_person_dir
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from ..media.video import list_image_frames  # natural sort: frame_2 before frame_10
-
-    return list_image_frames(folder)
+    return list_image_frames(folder)  # natural sort: frame_2 before frame_10
 
 
 @dataclass
@@ -41,8 +40,6 @@ class SourceImages:
 
 def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], list[int]]:
     """``k`` frames spread evenly over a video (all of them if it is shorter)."""
-    from ..media.video import read_frames
-
     info = _probe(path)
     n = info.num_frames
     if n <= 0:
@@ -64,8 +61,6 @@ def sample_video_frames(path: str | Path, k: int) -> tuple[list[np.ndarray], lis
 
 
 def _probe(path: str | Path):
-    from ..media.video import probe
-
     try:
         return probe(path)
     except MediaError:
@@ -143,8 +138,6 @@ class Driver:
             for f in self.files:
                 yield read_image(f)
             return
-        from ..media.video import read_frames
-
         try:
             yield from read_frames(self.path)
         except MediaError:
