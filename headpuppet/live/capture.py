@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError
+from ..media.video import ffmpeg_exe
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "rtp", "srt", "http", "https", "hls", "pipe")
 
@@ -131,8 +132,6 @@ class FrameSource:
         self._info: StreamInfo | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1 if self.drop_late else max(1, buffer))
         self._error: BaseException | None = None
-        from ..media.video import ffmpeg_exe
-
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "info"]
         if str(spec) != "-":
             cmd.append("-nostdin")

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MediaError
+from ..fewshot.compositing import paste_back
+from ..fewshot.retarget import transfer_relative
+from ..media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..protocols import largest_face
 from .smoothing import smoothing_filter
 
@@ -62,8 +65,6 @@ class LiveAnimator:
 
     # -------------------------------------------------------------- track
     def track(self, frame: np.ndarray) -> Tracked:
-        from ..media.crop import face_crop_box, iris_to_crop, to_crop
-
         t0 = time.perf_counter()
         frame = np.ascontiguousarray(frame)
         faces = self.detector.detect(frame)
@@ -102,8 +103,6 @@ class LiveAnimator:
         return np.mean(self._ref, axis=0) if self._ref else None
 
     def _retarget(self, pts: np.ndarray, iris: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        from ..fewshot.retarget import transfer_relative
-
         if not self.relative:
             return pts, iris if self.use_iris else None
         ref = self.reference
@@ -116,9 +115,6 @@ class LiveAnimator:
 
     # -------------------------------------------------------------- render
     def render(self, tracked: Tracked) -> np.ndarray:
-        from ..media.crop import crop_frame
-        from ..fewshot.compositing import paste_back
-
         if tracked.still and self._still is not None:
             fake = self._still
         else:
@@ -135,8 +131,6 @@ class LiveAnimator:
             frame = tracked.frame
             box = self.box
             if box is None:   # no face yet: the middle square of the frame
-                from ..media.crop import CropBox
-
                 h, w = frame.shape[:2]
                 s = min(h, w)
                 box = CropBox((w - s) // 2, (h - s) // 2, s)

@@ -12,9 +12,11 @@ import threading
 from collections import deque
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import HeadpuppetError, MediaError
+from ..media.video import ffmpeg_exe
 
 
 STREAM_FORMATS = ("mpegts", "nut", "y4m", "rawvideo", "matroska")
@@ -35,8 +37,6 @@ class FfmpegSink:
 
     def __init__(self, target: str | Path, fps: float, size: tuple[int, int], *, fmt: str | None = None,
                  wallclock: bool = False):
-        from ..media.video import ffmpeg_exe
-
         self.target = str(target)
         self.size = (int(size[0]), int(size[1]))     # (W, H)
         self.frames = 0
@@ -139,8 +139,6 @@ class PreviewSink:
         if not has_display():
             raise MediaError("--preview needs a display (none here: DISPLAY is not set); write to a file "
                              "or to stdout with -o instead")
-        import cv2
-
         self.cv2 = cv2
         self.title = title
         self.scale = scale
