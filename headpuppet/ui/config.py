@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HeadpuppetError
+from ..fewshot.animator import Animator, default_checkpoint
+from ..fewshot.person import is_person_dir
+from ..fewshot.session import AnimatorCache
 from .helpers import mtime_or_zero, short_path
 
 DEFAULT_HOST = "127.0.0.1"
@@ -24,7 +27,7 @@ def require_gradio():
     """Import gradio, or say how to install it."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home from a local tool
     try:
-        import gradio as gr
+        import gradio as gr  # optional dependency (the ui extra)
     except ImportError:
         raise HeadpuppetError("the web UI needs Gradio, an optional extra: pip install -e \".[ui]\" "
                               "(or pip install \"headpuppet[ui]\")") from None
@@ -45,8 +48,6 @@ class UiConfig:
     pm: Any = None
 
     def __post_init__(self) -> None:
-        from ..fewshot.session import AnimatorCache
-
         self.cache = AnimatorCache(self.pm)
         self._people: dict[tuple[str, float], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
@@ -56,8 +57,6 @@ class UiConfig:
     # -------------------------------------------------------------- choices
     def models(self) -> list[tuple[str, str]]:
         """(label, path) of the models on offer, the default (demo) model first."""
-        from ..fewshot.animator import default_checkpoint
-
         out = []
         default = default_checkpoint()
         if default.exists():
@@ -68,8 +67,6 @@ class UiConfig:
 
     def people(self) -> list[tuple[str, str]]:
         """(label, path) of the fine-tuned person folders found in ``people_dirs`` (and one level down)."""
-        from ..fewshot.person import is_person_dir
-
         found: list[tuple[str, str]] = []
         for d in self.people_dirs:
             d = Path(d)
@@ -85,8 +82,6 @@ class UiConfig:
 
     def person_folder(self, path: str):
         """(animator, person) of a fine-tuned person folder, loaded once."""
-        from ..fewshot.animator import Animator
-
         key = (str(Path(path).resolve()), mtime_or_zero(Path(path) / "meta.json"))
         with self._lock:
             if key not in self._people:

@@ -17,6 +17,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import HeadpuppetError, MediaError
+from ..fewshot.pipeline import render_video as animate
+from ..fewshot.session import load_person
+from ..fewshot.sources import load_source_images, open_driver, sample_video_frames
 from ..progress import Reporter, Task
 from .config import UiConfig
 from .helpers import safe_name, status_md, upload_paths, uploaded_driver
@@ -28,8 +31,6 @@ log = logging.getLogger("headpuppet.ui")
 def inspect_source(cfg: UiConfig, files, person: str | None = None, model: str | None = None
                    ) -> tuple[np.ndarray | None, str]:
     """The source shots' faces and landmarks, before anything runs: ``(preview image, message)``."""
-    from ..fewshot.sources import load_source_images
-
     try:
         if person:
             _, p = cfg.person_folder(person)
@@ -56,8 +57,6 @@ def inspect_source(cfg: UiConfig, files, person: str | None = None, model: str |
 
 def check_driver(cfg: UiConfig, path: str | None):
     """Open the driver video and refuse one that is longer than ``cfg.max_seconds``."""
-    from ..fewshot.sources import open_driver
-
     if not path:
         raise MediaError("upload a driver video (an .mp4 of a face talking)")
     driver = open_driver(path)
@@ -70,8 +69,6 @@ def check_driver(cfg: UiConfig, path: str | None):
 
 def inspect_driver(cfg: UiConfig, video, model: str | None = None) -> tuple[np.ndarray | None, str]:
     """A few frames of the driver with their faces and landmarks: ``(preview image, message)``."""
-    from ..fewshot.sources import sample_video_frames
-
     try:
         path = uploaded_driver(video)
         if not path:
@@ -146,9 +143,6 @@ def run_animation(cfg: UiConfig, files, person: str | None, video, motion: str =
 
     Raises :class:`HeadpuppetError` with a readable message for anything a person can fix.
     """
-    from ..fewshot.pipeline import render_video as animate
-    from ..fewshot.session import load_person
-
     progress = progress or (lambda f, d: None)
     driver_path = uploaded_driver(video)
     driver = check_driver(cfg, driver_path)

@@ -4,7 +4,12 @@ person sees what was detected before anything runs.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..media.landmarks import rasterise
+from ..protocols import largest_face
 
 PREVIEW_SIZE = 160          # px per face in the landmark previews
 
@@ -12,10 +17,6 @@ PREVIEW_SIZE = 160          # px per face in the landmark previews
 def face_preview(crop: np.ndarray, points: np.ndarray | None, iris: np.ndarray | None = None,
                  size: int = PREVIEW_SIZE) -> np.ndarray:
     """A face crop with its landmark drawing (:func:`headpuppet.media.landmarks.rasterise`) laid over it."""
-    import cv2
-
-    from ..media.landmarks import rasterise
-
     scale = size / crop.shape[0]
     img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     if points is None:
@@ -39,8 +40,6 @@ def tile_strip(tiles: list[np.ndarray], size: int = PREVIEW_SIZE) -> np.ndarray:
 
 
 def _no_face_tile(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
-    import cv2
-
     h, w = image.shape[:2]
     s = min(h, w)
     sq = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
@@ -57,9 +56,6 @@ def detect_preview(images: list[np.ndarray], labels: list[str], detector, max_ti
 
     Returns ``(strip of face crops with landmarks, one message per image, faces found)``.
     """
-    from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
-    from ..protocols import largest_face
-
     tiles, lines, ok = [], [], 0
     for img, label in zip(images, labels):
         detector.reset()

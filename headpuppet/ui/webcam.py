@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from ..errors import MediaError
+from ..fewshot.session import load_person
+from ..live import LiveAnimator
 from .config import UiConfig
 from .helpers import upload_paths
 
@@ -19,9 +22,6 @@ class WebcamSession:
 
     def __init__(self, cfg: UiConfig, key: tuple, sources: list[str], model: str | None, relative: bool,
                  smooth: float, fps: float):
-        from ..live import LiveAnimator
-        from ..fewshot.session import load_person
-
         loaded = load_person(sources, checkpoint=model or None, device=cfg.device, pm=cfg.pm, cache=cfg.cache)
         self.key = key
         self.live = LiveAnimator(loaded.animator, loaded.person, detector=loaded.detector, relative=relative,
@@ -45,8 +45,6 @@ def webcam_frame(cfg: UiConfig, frame, files, person: str | None, motion: str, s
     out = session.live.step(frame)
     session.times.append((time.perf_counter() - t) * 1e3)
     if max(out.shape[:2]) < 320:      # a small model's frames, enlarged for the page
-        import cv2
-
         k = 320 // max(out.shape[:2]) + 1
         out = cv2.resize(out, (out.shape[1] * k, out.shape[0] * k), interpolation=cv2.INTER_LINEAR)
     recent = session.times[-25:]
