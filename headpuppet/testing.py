@@ -27,11 +27,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
+from skimage import data
 
 from . import hookimpl
 from .config import Config, load_config
+from .data.format import PendingVideo, write_dataset_json
+from .models import build_networks
+from .plugins import make_plugin_manager, registry
 from .protocols import Face
+from .training.checkpoint import make_meta, save_checkpoint
 
 __all__ = ["FACES", "strip_ansi", "shared_file", "TINY_SIZE", "tiny_config", "make_dataset",
            "template68", "TINY_CHECKPOINT", "checkpoint_config", "make_checkpoint", "TwoFaces",
@@ -56,7 +63,7 @@ def shared_file(rel: str) -> Path:
     """``FACES / rel``, or skip the calling test saying the shared face media is absent."""
     path = FACES / rel
     if not path.exists():
-        import pytest
+        import pytest  # optional dependency (dev extra)
 
         pytest.skip(f"shared face media not found: {path} (set HEADPUPPET_FACES to its folder)")
     return path
@@ -95,11 +102,6 @@ def make_dataset(root: Path, videos: int = 3, frames: int = 5, size: int = TINY_
     other clip mirrored and each tinted a little differently, with :func:`template68` moved by the
     same jitter as landmarks. Detector name ``"template"``, no irises. Deterministic in ``seed``.
     """
-    import cv2
-    from skimage import data
-
-    from .data.format import PendingVideo, write_dataset_json
-
     image = data.astronaut()
     write_dataset_json(root, size=size, detector="template", has_iris=False)
     base = np.array([130.0, 30.0]) + template68() * 200.0  # full-image pixels
@@ -168,12 +170,6 @@ def make_checkpoint(root: Path, seed: int = 0, detector: str = "mediapipe", **mo
     checkpoint module at ``root/checkpoints/step-0000010``; returns that folder. ``detector`` is
     recorded as the landmark detector of its (imaginary) training data; ``model`` as in
     :func:`checkpoint_config`."""
-    import torch
-
-    from .models import build_networks
-    from .plugins import make_plugin_manager
-    from .training.checkpoint import make_meta, save_checkpoint
-
     cfg = checkpoint_config(**model)
     torch.manual_seed(seed)
     nets = build_networks(cfg, 3, make_plugin_manager())
@@ -254,19 +250,15 @@ class FakeDetectorPlugin:
 def make_pm(load_entrypoints: bool = True):
     """A plugin manager with the installed plugins plus ``two-faces`` (:class:`TwoFaces`, from the
     plugin ``test-fake-detector``)."""
-    from .plugins import make_plugin_manager
-
     return make_plugin_manager(load_entrypoints=load_entrypoints,
                                extra_plugins=[("test-fake-detector", FakeDetectorPlugin(**{"two-faces": TwoFaces}))])
 
 
 def mediapipe_or_skip(pm):
     """The ``mediapipe`` detector from ``pm``, or skip the calling test when it is not available."""
-    from .plugins import registry
-
     reg = registry(pm, "landmarks")
     if "mediapipe" not in reg or reg["mediapipe"].unavailable:
-        import pytest
+        import pytest  # optional dependency (dev extra)
 
         pytest.skip("the mediapipe detector plugin is not available")
     return reg.create("mediapipe")
