@@ -6,6 +6,7 @@ float32 in ``[-1, 1]``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,7 @@ def _to_rgb8(im) -> np.ndarray:
         return np.repeat(g[..., None], 3, axis=2)
     if mode == "CMYK" and im.info.get("icc_profile"):
         try:
-            import io
-
-            from PIL import ImageCms
+            from PIL import ImageCms  # local: PIL may be built without littleCMS (-> plain conversion below)
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
             return np.asarray(ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"),
