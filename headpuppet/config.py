@@ -78,6 +78,7 @@ class TrainConfig:
     amp: str = "none"                # "none" or "bf16" autocast
     channels_last: bool = False
     warp_source: str = "nearest"     # warp-guided G: which shot it warps in training, "nearest" or "random"
+    flip: float = 0.0                # probability of mirroring an episode left-right (beyond the paper)
 
 
 @dataclass
@@ -217,6 +218,8 @@ def check_ranges(cfg: Config) -> None:
                 raise bad(f"{key}.{name}", w, "a finite weight of at least 0")
     if len(cfg.train.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.train.betas):
         raise bad("train.betas", cfg.train.betas, "two numbers in [0, 1)")
+    if not (math.isfinite(cfg.train.flip) and 0 <= cfg.train.flip <= 1):
+        raise bad("train.flip", cfg.train.flip, "a probability in [0, 1]")
     if cfg.train.warp_source not in ("nearest", "random"):
         raise bad("train.warp_source", cfg.train.warp_source, "'nearest' or 'random'")
     if cfg.train.amp not in ("none", "bf16", "fp32", ""):

@@ -245,3 +245,35 @@ def test_generated_l1_and_ssim_terms_show_in_the_stats(tmp_path):
     run = meta_train(cfg, data, out_root=tmp_path / "runs", device="cpu")
     rec = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
     assert "Loss/G/generated_l1" not in rec and "Loss/G/ssim" not in rec
+
+
+def test_mirrored_episodes_are_the_mirror_of_plain_ones(tmp_path, astronaut):
+    """train.flip mirrors whole episodes: images flipped, landmarks moved to x -> S - x and renumbered
+    so each part keeps its meaning (the mirrored right eye is still points 36-41, drawn in the right
+    eye's colour), deterministic per episode key; about the asked share of episodes is mirrored."""
+    from headpuppet.data.episodes import EpisodeDataset
+    from headpuppet.data.format import open_dataset
+    from headpuppet.errors import ConfigError
+    from headpuppet.media.landmarks import MIRROR, mirror_points, rasterise
+    from headpuppet.testing import make_dataset
+
+    assert sorted(MIRROR) == list(range(68)) and all(MIRROR[MIRROR[i]] == i for i in range(68))
+    index = open_dataset(make_dataset(tmp_path / "data", size=32))
+    plain, always = EpisodeDataset(index, k_shots=2), EpisodeDataset(index, k_shots=2, flip=1.0)
+    a, b = plain[(0, 1, 0)], always[(0, 1, 0)]
+    assert torch.equal(b["target"], a["target"].flip(-1)) and torch.equal(b["shots"], a["shots"].flip(-1))
+    pts = a["target_points"].numpy()
+    assert np.allclose(b["target_points"].numpy(), mirror_points(pts, 32))
+    # the mirrored right eye (36-41) lies where the plain left eye (42-47) was, reflected
+    assert np.allclose(b["target_points"][36:42, 0].numpy(), 32 - pts[[45, 44, 43, 42, 47, 46], 0])
+    side = lambda p: bool(p[36:42, 0].mean() < p[42:48, 0].mean())  # noqa: E731 - right eye on the image's left?
+    assert side(b["target_points"].numpy()) == side(pts)  # each eye keeps its side of the face
+    assert torch.equal(b["target_landmarks"], always[(0, 1, 0)]["target_landmarks"])  # deterministic
+    drawn = rasterise(mirror_points(pts, 32), 32)
+    assert np.array_equal((b["target_landmarks"].permute(1, 2, 0).numpy() * 127.5 + 127.5).round().astype(np.uint8),
+                          drawn)
+    half = EpisodeDataset(index, k_shots=2, flip=0.5)
+    flips = [not torch.equal(half[(0, v, r)]["target"], plain[(0, v, r)]["target"]) for v in range(3) for r in range(20)]
+    assert 0.25 < np.mean(flips) < 0.75
+    with pytest.raises(ConfigError, match="flip"):
+        EpisodeDataset(index, k_shots=2, flip=1.5)

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ConfigError, MediaError
 from ..media.imaging import to_tensor
-from ..media.landmarks import rasterise
+from ..media.landmarks import mirror_iris, mirror_points, rasterise
 from .format import resize_frame
 
 #: epoch number used for the fixed preview episodes of sample grids (never a training epoch)
@@ -42,6 +42,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         seed: base seed of the frame choice.
         warp_source: ``"random"`` adds ``shot_allowed`` ``(K,)`` bool with one random shot allowed:
             the warp-guided generator then warps that shot instead of the nearest in pose.
+        flip: probability that an episode (its shots and target together) is mirrored left-right,
+            landmarks renumbered (:func:`headpuppet.media.landmarks.mirror_points`): a mirrored face
+            is a plausible new one, which a small dataset needs against memorising its few people.
 
     Item (for key ``video`` or ``(epoch, video[, repeat])``), a dict of tensors:
         ``shots`` ``(K, 3, S, S)``, ``shot_landmarks`` ``(K, 3, S, S)``, ``target`` ``(3, S, S)``,
@@ -51,7 +54,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, index, k_shots: int, size: int | None = None, iris: bool = False, seed: int = 0,
-                 warp_source: str = "nearest"):
+                 warp_source: str = "nearest", flip: float = 0.0):
         if k_shots < 1:
             raise ConfigError(f"train.k_shots must be at least 1, got {k_shots}")
         if iris and not index.has_iris:
@@ -65,6 +68,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if warp_source not in ("nearest", "random"):
             raise ConfigError(f"train.warp_source must be 'nearest' or 'random', got {warp_source!r}")
         self.warp_source = warp_source
+        if not 0.0 <= float(flip) <= 1.0:
+            raise ConfigError(f"train.flip must be a probability in [0, 1], got {flip}")
+        self.flip = float(flip)
         self.videos = [v for v in index.videos if v.num_frames >= 2]
         self.skipped = [v.id for v in index.videos if v.num_frames < 2]
         if not self.videos:
@@ -94,11 +100,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
         """``(68, 2)`` landmarks of frame ``i`` in pixels of the returned ``S x S`` images."""
         return np.asarray(record.landmarks[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
 
-    def _landmark_image(self, record, i: int, points: np.ndarray) -> np.ndarray:
-        """The landmark image of frame ``i`` from its ``points`` (:meth:`_points`)."""
+    def _landmark_image(self, record, i: int, points: np.ndarray, flip: bool = False) -> np.ndarray:
+        """The landmark image of frame ``i`` from its ``points`` (:meth:`_points`, mirrored when ``flip``)."""
         iris = None
         if self.iris and record.iris is not None:
             iris = np.asarray(record.iris[int(i)], dtype=np.float32) * (self.size / float(self.index.size))
+            if flip:
+                iris = mirror_iris(iris, self.size)
         return rasterise(points, self.size, iris=iris)
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
@@ -110,7 +118,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
         frames = self.choose_frames(record.num_frames, epoch, video, repeat)
         images = np.stack([self._image(record, f) for f in frames])          # (K+1, S, S, 3)
         points = np.stack([self._points(record, f) for f in frames])         # (K+1, 68, 2) crop px
-        marks = np.stack([self._landmark_image(record, f, p) for f, p in zip(frames, points)])  # (K+1, S, S, 3)
+        flip = self.flip > 0 and np.random.default_rng([self.seed, int(epoch), int(video), int(repeat), 2]).random() < self.flip
+        if flip:  # the whole episode, so shots and target stay one (mirrored) person
+            images = np.ascontiguousarray(images[:, :, ::-1])
+            points = mirror_points(points, self.size).astype(np.float32)
+        marks = np.stack([self._landmark_image(record, f, p, flip) for f, p in zip(frames, points)])  # (K+1, S, S, 3)
         images, marks = to_tensor(images), to_tensor(marks)                  # (K+1, 3, S, S)
         points = torch.from_numpy(points)
         extra = {}

@@ -68,6 +68,38 @@ IRIS_COLOUR: tuple[int, int, int] = (255, 255, 255)
 
 RIGHT_EYE = slice(36, 42)
 LEFT_EYE = slice(42, 48)
+#: MIRROR[i]: the point that landmark i becomes in a horizontally mirrored face (300-W numbering:
+#: the jaw reverses, right and left brows, eyes and nostrils swap, the nose bridge and the lips'
+#: middle points stay)
+MIRROR: tuple[int, ...] = (
+    tuple(range(16, -1, -1))                                   # jaw 0..16 -> 16..0
+    + tuple(range(26, 21, -1)) + tuple(range(21, 16, -1))      # brows 17..21 <-> 26..22
+    + (27, 28, 29, 30)                                         # nose bridge
+    + (35, 34, 33, 32, 31)                                     # nostrils 31..35 -> 35..31
+    + (45, 44, 43, 42, 47, 46) + (39, 38, 37, 36, 41, 40)      # eyes: corners, lids
+    + (54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55)         # outer lips
+    + (64, 63, 62, 61, 60, 67, 66, 65)                         # inner lips
+)
+
+
+def mirror_points(points: np.ndarray, size: float) -> np.ndarray:
+    """Landmarks ``(..., 68, 2)`` of the same face in the image mirrored left-right (width ``size``
+    in the continuous pixel convention: x -> size - x), renumbered with :data:`MIRROR` so that, e.g.,
+    the right eye is still points 36-41."""
+    points = np.asarray(points)
+    out = points[..., list(MIRROR), :].copy()
+    out[..., 0] = size - out[..., 0]
+    return out
+
+
+def mirror_iris(iris: np.ndarray, size: float) -> np.ndarray:
+    """Iris rows ``(..., 2, 3)`` ``(cx, cy, r)``, right eye first, in the mirrored image."""
+    iris = np.asarray(iris)
+    out = iris[..., ::-1, :].copy()
+    out[..., 0] = size - out[..., 0]
+    return out
+
+
 # Outer eye corners: the normaliser of the 300-W landmark error ("inter-ocular distance").
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 36, 45
 

@@ -118,7 +118,7 @@ class MetaTrainer:
             data_root = resume_meta["dataset"]  # a resumed run reads the dataset it was trained on
         self.index = open_dataset(data_root)
         self.data = EpisodeDataset(self.index, tc.k_shots, size=cfg.model.image_size, iris=cfg.model.iris,
-                                   seed=tc.seed, warp_source=tc.warp_source)
+                                   seed=tc.seed, warp_source=tc.warp_source, flip=tc.flip)
         if resume_meta is not None and int(resume_meta.get("num_videos", -1)) != self.data.num_videos:
             raise CheckpointError(f"the checkpoint was trained on {resume_meta.get('num_videos')} videos, this "
                                   f"dataset has {self.data.num_videos}; resume on the same dataset")
