@@ -118,3 +118,20 @@ def test_docs_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.mkdtemp", lambda *a, **k: str(tmp_path))
     exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api_example"})
     assert (tmp_path / "astronaut.mp4").exists() and (tmp_path / "person.mp4").exists()
+
+
+def test_photos_are_fine_tuned_by_default_and_zero_skips_it(files, tmp_path):
+    """A photo source is fine-tuned for the model's finetune.steps unless finetune_steps=0; a person
+    folder is fine-tuned already and gets no more; an explicit count wins."""
+    from headpuppet.fewshot.session import load_person
+
+    pm = make_pm()
+    default = load_person([files["photo"]], checkpoint=files["ckpt"], pm=pm, finetune_steps=None)
+    assert default.person.finetune_steps == default.animator.cfg.finetune.steps > 0
+    assert default.person.generator is not None                     # its own tuned copy of G
+    skipped = load_person([files["photo"]], checkpoint=files["ckpt"], pm=pm, finetune_steps=0)
+    assert skipped.person.finetune_steps == 0 and skipped.person.generator is None
+    assert load_person([files["photo"]], checkpoint=files["ckpt"], pm=pm, finetune_steps=3).person.finetune_steps == 3
+    headpuppet.fine_tune([str(files["photo"])], tmp_path / "person", checkpoint=files["ckpt"], steps=2, device="cpu", pm=pm)
+    folder = load_person([tmp_path / "person"], pm=pm, finetune_steps=None)
+    assert folder.person.finetune_steps == 2

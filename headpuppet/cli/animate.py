@@ -40,8 +40,10 @@ def register(app: typer.Typer, state) -> None:
                                               help="Output video \\[default: <source>_<driver>.mp4]."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
                                                   help="Run or checkpoint folder \\[default: weights/demo]."),
-        finetune_steps: int = typer.Option(0, "--finetune-steps", min=0,
-                                           help="Fine-tune G and D on the source shots first (paper 3.4)."),
+        finetune_steps: Optional[int] = typer.Option(
+            None, "--finetune-steps", min=0, show_default=False,
+            help="Fine-tune G and D on the source shots first (paper 3.4); 0 skips it "
+                 "\\[default: the model's finetune.steps, 40 for the default model; none for a person folder]."),
         relative: bool = typer.Option(True, "--relative/--absolute",
                                       help="Transfer the driver's motion onto the source's own landmarks "
                                            "(keeps its face shape), or drive with the driver's landmarks as they are."),

@@ -18,7 +18,7 @@ from ._common import RichReporter, default_device, err_console, handle_errors
 
 
 def run_live_command(state, sources: list[str], driver: str, *, output: str | None, preview: bool = False,
-                     checkpoint: Path | None = None, finetune_steps: int = 0, relative: bool = True,
+                     checkpoint: Path | None = None, finetune_steps: int | None = 0, relative: bool = True,
                      smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
                      device: str | None = None, detector: str | None = None, shots: int = 8,
                      input_format: str | None = None, input_args: str | None = None, realtime: bool = False,

@@ -61,14 +61,14 @@ def load_model(checkpoint: PathLike | None = None, *, device: str | None = None,
 
 
 def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: PathLike | None = None, *,
-            checkpoint: PathLike | None = None, finetune_steps: int = 0, relative: bool = True,
+            checkpoint: PathLike | None = None, finetune_steps: int | None = None, relative: bool = True,
             smooth: float = 1.0, side_by_side: bool = False, paste: bool = False, device: str | None = None,
             batch_size: int = 8, precision: str = "auto", detector: str | None = None, shots: int = 8,
             fps: float = 25.0, pm=None, reporter: "Reporter | None" = None) -> "AnimateResult":
     """Make the SOURCE person move and talk like the DRIVER; write a video (``headpuppet animate``).
 
-    Zakharov et al. 2019, section 4 ("puppeteering"); with ``finetune_steps``, the few-shot
-    fine-tuning of section 3.4 on the source shots first.
+    Zakharov et al. 2019, section 4 ("puppeteering"), after the few-shot fine-tuning of section 3.4
+    on the source shots (by default; ``finetune_steps=0`` renders feed-forward).
 
     Args:
         sources: a photo, several photos, a folder of photos, a video (``shots`` frames sampled) or
@@ -78,7 +78,9 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
             checked before any work (a video name, writable, not one of the inputs).
         checkpoint: run or checkpoint folder; None: the default model in ``weights/demo``.
             Ignored for a person folder, which brings its own networks.
-        finetune_steps: fine-tune G and D on the source shots first (0: feed-forward).
+        finetune_steps: fine-tune G and D on the source shots first; None: the model's own
+            ``finetune.steps`` (40 for the default model; none for a fine-tuned person folder or a
+            model without a discriminator); 0: feed-forward.
         relative: move the source's own landmarks by the driver's motion (keeps its face shape);
             False drives with the driver's landmarks as they are.
         smooth: temporal smoothing of the driver's landmarks (Gaussian sigma in frames; 0: none).

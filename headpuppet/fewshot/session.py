@@ -62,7 +62,7 @@ def _mtime(path: Path) -> float:
 
 
 def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = None, device: str = "cpu",
-                pm=None, detector: str | None = None, shots: int = 8, finetune_steps: int = 0,
+                pm=None, detector: str | None = None, shots: int = 8, finetune_steps: int | None = 0,
                 reporter: Reporter | None = None, cache: AnimatorCache | None = None,
                 precision: str = "auto") -> Loaded:
     """The model and person ``animate`` would use for ``sources`` (same checks, same messages).
@@ -70,7 +70,9 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
     A single fine-tuned person folder brings its own networks (``checkpoint`` is then ignored);
     anything else is read with :func:`~headpuppet.fewshot.sources.load_source_images` (unreadable photos
     fail before the model loads), embedded by ``checkpoint`` (default: the demo model) and, with
-    ``finetune_steps``, fine-tuned on its shots (paper section 3.4). ``precision`` is how G renders
+    ``finetune_steps``, fine-tuned on its shots (paper section 3.4; ``None``: the model's own
+    ``finetune.steps`` where it has a discriminator, none for a person folder, which is fine-tuned
+    already). ``precision`` is how G renders
     (:func:`~headpuppet.fewshot.animator.resolve_precision`).
     """
     sources = [str(s) for s in sources]
@@ -85,6 +87,9 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
         animator = (cache or AnimatorCache(pm)).get(checkpoint, device, precision)
         det = animator.make_detector(detector)
         person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
+    if finetune_steps is None:
+        tuned_already = len(sources) == 1 and is_person_dir(sources[0])
+        finetune_steps = 0 if tuned_already or animator.discriminator is None else animator.cfg.finetune.steps
     if finetune_steps:
         person = animator.fine_tune(person, finetune_steps, reporter=reporter)
     return Loaded(animator, person, det, ", ".join(Path(s).name for s in sources))

@@ -86,7 +86,7 @@ def build_ui(cfg: UiConfig | None = None):
                                   value="relative", label="Motion", elem_id="hp-motion")
                 smooth = gr.Slider(0, 5, value=1.0, step=0.5, label="Smoothing (frames; 0 = off)",
                                    elem_id="hp-smooth")
-                finetune = gr.Slider(0, 200, value=0, step=10, label="Fine-tuning steps (slower, closer likeness)",
+                finetune = gr.Slider(0, 200, value=40, step=10, label="Fine-tuning steps (0: none; more: slower, closer likeness)",
                                      elem_id="hp-finetune")
             with gr.Row():
                 side = gr.Checkbox(label="Side by side with the driver", value=False, elem_id="hp-side")
