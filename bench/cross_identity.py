@@ -14,7 +14,8 @@ frames and measures, per frame:
 * mouth: the inner-lip opening (points 62/66, over the interocular distance) of the output, detected,
   against the driver's; their Pearson correlation over frames.
 
-``--methods model,warp`` adds the training-free TPS warp of the photo as a comparator. Prints one
+The model runs as ``animate`` runs it by default: fine-tuned on the photo for the model's
+``finetune.steps`` (``--finetune-steps 0``: feed-forward). ``--methods model,warp`` adds the training-free TPS warp of the photo as a comparator. Prints one
 JSON line per pair and method, then a summary line per method; ``--sheet`` writes a contact sheet
 (per pair: photo | driver frames over output frames).
 
@@ -79,7 +80,8 @@ def main() -> None:
     ap.add_argument("--faces", default=str(FACES))
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--methods", default="model,warp")
-    ap.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on the photo first (FT)")
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="fine-tune on the photo first (FT); default: the model's finetune.steps, as animate does; 0: FF")
     ap.add_argument("--pair", nargs=2, action="append", metavar=("PHOTO", "VIDEO"),
                     help="a photo and a driver video (paths, or relative to --faces; PHOTO may be 'astronaut', "
                          "scikit-image's public-domain photo); repeatable [default: five held-out pairs]")
@@ -122,6 +124,8 @@ def main() -> None:
         if not Path(video).exists():
             continue
         person = animator.prepare_source([image], detector=detector, labels=[photo])
+        if args.finetune_steps is None:  # animate's default: the model's own steps where it has a D
+            args.finetune_steps = animator.cfg.finetune.steps if animator.discriminator is not None else 0
         if args.finetune_steps and "model" in methods:
             person = animator.fine_tune(person, args.finetune_steps)
         driver = open_driver(video)
