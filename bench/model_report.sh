@@ -6,7 +6,8 @@
 # 2. self-reenactment (the paper's protocol): FF and FT at T = 1 and 8 against copy and warp, 4 target
 #    frames per video, seed 0 -> OUT/eval/{metrics.json,report.md,*.png};
 # 3. cross-identity (photo of one held-out person, video of another): dlib distance to the photo,
-#    mouth-opening correlation, shimmer, contact sheet -> OUT/cross_identity.{jsonl,png};
+#    mouth-opening correlation, shimmer, contact sheet -> OUT/cross_identity.{jsonl,png} (the model as
+#    animate runs it: fine-tuned on the photo; with the warp), and OUT/cross_identity_ff.jsonl (feed-forward);
 # 4. does the model use the embedding -> OUT/embedding_probe.jsonl.
 set -euo pipefail
 CKPT=${1:-weights/demo}
@@ -21,4 +22,6 @@ headpuppet evaluate "$CKPT" "$OUT/heldout" --shots 1,8 --mode ff,ft --baseline c
   --frames-per-video 4 --seed 0 --out "$OUT/eval"
 python bench/cross_identity.py "$CKPT" --faces "$FACES" --frames 40 --sheet "$OUT/cross_identity.png" \
   | tee "$OUT/cross_identity.jsonl"
+python bench/cross_identity.py "$CKPT" --faces "$FACES" --frames 40 --finetune-steps 0 --methods model \
+  | tee "$OUT/cross_identity_ff.jsonl"
 python bench/embedding_probe.py "$CKPT" "$OUT/heldout" --k 4 | tee "$OUT/embedding_probe.jsonl"
