@@ -10,6 +10,7 @@ The Python API (what the CLI commands call; see docs/api.md)::
     headpuppet.animate("photo.jpg", "driver.mp4", "out.mp4")            # -> AnimateResult
     headpuppet.fine_tune(["frames/"], "person/", checkpoint="runs/00003-k8")  # -> Person, folder written
     model = headpuppet.load_model()                                      # -> Animator (weights/demo)
+    headpuppet.evaluate("weights/demo", "heldout/", out="report/")      # -> EvalResults
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -28,9 +29,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 # does the CLI's start-up, which imports this package. Imported after hookimpl, which plugins need.
 from .fewshot.api import animate, fine_tune, load_model  # noqa: E402
 
-__all__ = ["hookimpl", "__version__", "animate", "fine_tune", "load_model"]
-
-__all__ += ["evaluate"]
+__all__ = ["hookimpl", "__version__", "animate", "fine_tune", "load_model", "evaluate"]
 
 
 def __getattr__(name: str):
