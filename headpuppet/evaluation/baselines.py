@@ -70,7 +70,7 @@ def tps_warp(image: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, 
     src = np.concatenate([np.asarray(src_points, np.float64), anchors])  # where they sample from
     # normalise coordinates so the regulariser means the same at every image size
     s = float(max(h, w))
-    # scipy's spline (bench/library_choices.py: equal to our former solve within 1e-10 px, 2.4x faster);
+    # scipy's spline (bench/library_choices.py: equal to our former solve within 1e-10 px, 3.1x faster);
     # its kernel r^2 log r is half of U = r^2 log r^2, so the same regularisation is half the smoothing
     spline = RBFInterpolator(dst / s, src / s, kernel="thin_plate_spline", smoothing=reg / 2, degree=1)
     # The spline is smooth, so evaluate it on a grid of at most 64x64 nodes and interpolate
