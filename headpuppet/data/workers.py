@@ -52,7 +52,26 @@ def _plugin_spec(pm) -> list[tuple[str, str | None, str | None, Any]]:
     return spec
 
 
+def _native_stderr_to_devnull() -> None:
+    """In a worker process: what native code writes to file descriptor 2 goes to /dev/null, while
+    Python's ``sys.stderr`` keeps the real stream. MediaPipe's graph threads log asynchronously
+    ("Feedback manager requires...") after any scoped mute has ended; a worker has no other use for
+    fd 2. ``-vv`` (``HEADPUPPET_NATIVE_LOGS=1``, inherited from the parent) keeps them."""
+    if os.environ.get("HEADPUPPET_NATIVE_LOGS"):
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1)
+    except (OSError, ValueError):
+        pass  # no usable stderr: nothing to keep quiet
+
+
 def _worker_init(spec, detector: str, cfg: ExtractConfig, blocked: str | None) -> None:
+    _native_stderr_to_devnull()
     if blocked is not None:
         os.environ["HEADPUPPET_DISABLE_PLUGINS"] = blocked
     pm = make_plugin_manager(load_entrypoints=False)
