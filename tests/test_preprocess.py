@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,19 @@ def test_cli_third_party_detector_by_name(tmp_path, astronaut, monkeypatch):
     v = ds.videos[0]
     assert v.num_frames == 1 and v.iris is None and not (v.path / "iris.npy").exists()
     assert "frames dropped (no face)" in text
+
+
+def test_worker_processes_send_native_stderr_to_devnull():
+    """In a preprocess worker, what native code writes to fd 2 is dropped while Python's stderr still
+    reaches the terminal; HEADPUPPET_NATIVE_LOGS (set by -vv) keeps both."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from headpuppet.data.workers import _native_stderr_to_devnull; "
+            "_native_stderr_to_devnull(); os.write(2, b'native\\n'); print('python', file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "HEADPUPPET_NATIVE_LOGS"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "python" in quiet.stderr and "native" not in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "HEADPUPPET_NATIVE_LOGS": "1"}, check=True)
+    assert "python" in loud.stderr and "native" in loud.stderr
