@@ -118,6 +118,12 @@ class Animator:
     def uses_iris(self) -> bool:
         return bool(self.cfg.model.iris)
 
+    @property
+    def default_finetune_steps(self) -> int:
+        """The fine-tuning ``animate`` does on new shots by default: the model's ``finetune.steps``,
+        or none for a model without the discriminator that fine-tuning needs."""
+        return int(self.cfg.finetune.steps) if self.discriminator is not None else 0
+
     def make_detector(self, name: str | None = None):
         """The landmark detector plugin ``name`` (default: the one the model was trained with)."""
         return registry(_pm(self.pm), "landmarks").create(name or self.detector_name)

@@ -79,7 +79,8 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
     if not sources:
         raise MediaError("no SOURCE given; pass a photo, several photos, a folder of photos, a video "
                          "or a fine-tuned person folder")
-    if len(sources) == 1 and is_person_dir(sources[0]):
+    person_dir = len(sources) == 1 and is_person_dir(sources[0])
+    if person_dir:
         animator, person = Animator.from_person_dir(sources[0], device=device, pm=pm, precision=precision)
         det = animator.make_detector(detector)
     else:
@@ -87,9 +88,8 @@ def load_person(sources: list[str | Path], *, checkpoint: str | Path | None = No
         animator = (cache or AnimatorCache(pm)).get(checkpoint, device, precision)
         det = animator.make_detector(detector)
         person = animator.prepare_source(src.images, detector=det, labels=src.labels, reporter=reporter)
-    if finetune_steps is None:
-        tuned_already = len(sources) == 1 and is_person_dir(sources[0])
-        finetune_steps = 0 if tuned_already or animator.discriminator is None else animator.cfg.finetune.steps
+    if finetune_steps is None:  # a person folder is fine-tuned already
+        finetune_steps = 0 if person_dir else animator.default_finetune_steps
     if finetune_steps:
         person = animator.fine_tune(person, finetune_steps, reporter=reporter)
     return Loaded(animator, person, det, ", ".join(Path(s).name for s in sources))

@@ -25,10 +25,6 @@ from ..media.video import list_image_frames, probe, read_frames
 from .person import is_person_dir
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return list_image_frames(folder)  # natural sort: frame_2 before frame_10
-
-
 @dataclass
 class SourceImages:
     """Shots of the source person: full images (not yet cropped) and a label for each."""
@@ -91,7 +87,7 @@ def load_source_images(paths: list[str | Path], k: int = 8) -> SourceImages:
                 raise MediaError(f"{path} is a fine-tuned person folder; give it as the only SOURCE")
             if (path / "meta.json").is_file() and (path / "frames").is_dir():
                 path = path / "frames"  # a video of a preprocessed dataset (any crop size)
-            files = _images_in(path)
+            files = list_image_frames(path)
             if not files:
                 raise MediaError(f"{path}: the folder holds no photos ({', '.join(sorted({'.jpg', '.png'}))}, ...)")
             if len(files) > k:  # a folder of frames: k spread evenly, as for a video
@@ -152,7 +148,7 @@ def open_driver(path: str | Path, fps: float = 25.0) -> Driver:
     if not path.exists():
         raise MediaError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = _images_in(path)
+        files = list_image_frames(path)
         if not files:
             raise MediaError(f"{path}: the folder holds no frames (.jpg/.png)")
         first = read_image(files[0])
