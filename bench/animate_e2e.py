@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -35,16 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch  # loaded here so every line reports its thread count
+
+from _jsonl import config  # bench/ is on the path (the script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
-
-
-def _config(**kw) -> dict:
-    import torch
-
-    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), **kw}
 
 
 def _wall(cmd: list[str], env=None) -> float:
@@ -61,7 +56,7 @@ def startup(repeats: int) -> dict:
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", load], check=True, capture_output=True, text=True).stdout
         loads.append(float(out.strip().splitlines()[-1]))
-    return {"figure": "startup", **_config(repeats=repeats), "cli_help_s": round(help_s, 3),
+    return {"figure": "startup", **config(repeats=repeats), "cli_help_s": round(help_s, 3),
             "import_and_load_model_s": round(statistics.median(loads), 3), "goal_s": 2.0}
 
 
@@ -77,8 +72,6 @@ def make_driver(src: Path, seconds: float, size: int, folder: Path) -> Path:
 
 def generator_seconds(frames: int, photo: Path, batch: int = 8, repeats: int = 3) -> tuple[float, str]:
     """G alone for ``frames`` frames, at the animator's default (auto) precision, batch ``batch``."""
-    import torch
-
     import headpuppet
     from headpuppet.media.imaging import read_image
 
@@ -116,7 +109,7 @@ def end_to_end(photo: Path, driver: Path, folder: Path) -> dict:
                    "-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(folder / "plain.mp4")])
     g_s, precision = generator_seconds(info.num_frames, photo)
     reference = g_s + plain
-    return {"figure": "end_to_end", **_config(driver_frames=info.num_frames, driver_px=info.width,
+    return {"figure": "end_to_end", **config(driver_frames=info.num_frames, driver_px=info.width,
                                               driver_s=round(info.duration, 1), output_px=size, precision=precision),
             "wall_s": round(wall, 2), "frames_per_s": round(info.num_frames / wall, 2),
             "g_alone_s": round(g_s, 2), "plain_decode_encode_s": round(plain, 2),

@@ -105,6 +105,8 @@ def main() -> None:
     faces = Path(args.faces)
     animator = Animator.from_checkpoint(args.checkpoint or default_checkpoint())
     detector = animator.make_detector()
+    if args.finetune_steps is None:  # animate's default
+        args.finetune_steps = animator.default_finetune_steps
     net = load_dlib_resnet().eval()
     methods = [m for m in args.methods.split(",") if m]
     summary: dict[str, dict[str, list]] = {m: {"within": [], "corr": [], "dist": [], "to_driver": [], "flicker": []}
@@ -124,8 +126,6 @@ def main() -> None:
         if not Path(video).exists():
             continue
         person = animator.prepare_source([image], detector=detector, labels=[photo])
-        if args.finetune_steps is None:  # animate's default: the model's own steps where it has a D
-            args.finetune_steps = animator.cfg.finetune.steps if animator.discriminator is not None else 0
         if args.finetune_steps and "model" in methods:
             person = animator.fine_tune(person, args.finetune_steps)
         driver = open_driver(video)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 import headpuppet
+from _jsonl import config  # bench/ is on the path (the script's folder)
 from headpuppet.data.format import open_dataset
 from headpuppet.evaluation.baselines import WarpBaseline
 from headpuppet.evaluation.methods import ModelMethod
@@ -77,7 +76,7 @@ def main() -> None:
     b, q = args.band, size // 4
     inner = dmap[b:size - b, b:size - b]
     band = (dmap.sum() - inner.sum()) / (dmap.size - inner.size)
-    print(json.dumps({"figure": "error_map", "machine": platform.machine(), "cpus": os.cpu_count(),
+    print(json.dumps({"figure": "error_map", **config(),
                       "checkpoint": str(args.checkpoint), "mode": args.mode, "shots": args.shots, "frames": n,
                       "ssim_model": round(float(np.mean(s_model)), 5), "ssim_warp": round(float(np.mean(s_warp)), 5),
                       "err_diff_mean": round(float(dmap.mean()), 3),

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _jsonl import config  # bench/ is on the path (the script's folder)
 
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "videos" / "lp_d14.mp4"
 
@@ -38,11 +38,6 @@ def _median_s(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def _config(**kw) -> dict:
-    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load": round(os.getloadavg()[0], 2), **kw}
 
 
 def probe_figures(video: Path, repeats: int) -> dict:
@@ -61,7 +56,7 @@ def probe_figures(video: Path, repeats: int) -> dict:
     frames, secs, meta = library()
     t_ours = _median_s(lambda: probe(video), repeats)
     t_lib = _median_s(library, repeats)
-    return {"figure": "video_probe", **_config(video=video.name, repeats=repeats),
+    return {"figure": "video_probe", **config(video=video.name, repeats=repeats),
             "ours_ms": round(t_ours * 1e3, 1), "imageio_ffmpeg_ms": round(t_lib * 1e3, 1),
             "library_over_ours": round(t_lib / t_ours, 2),
             "frames_ours": ours.num_frames, "frames_library": frames,
@@ -109,7 +104,7 @@ def tps_figures(repeats: int, size: int = 256) -> dict:
     diff = float(np.abs(ours() - library()).max())
     t_ours = _median_s(ours, repeats)
     t_lib = _median_s(library, repeats)
-    return {"figure": "tps_grid", **_config(size=size, points=68 + 8, grid=64, repeats=repeats),
+    return {"figure": "tps_grid", **config(size=size, points=68 + 8, grid=64, repeats=repeats),
             "ours_ms": round(t_ours * 1e3, 2), "scipy_ms": round(t_lib * 1e3, 2),
             "scipy_over_ours": round(t_lib / t_ours, 2), "max_diff_px": diff}
 

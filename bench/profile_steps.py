@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-
-def _config(**kw) -> dict:
-    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), **kw}
+from _jsonl import config  # bench/ is on the path (the script's folder)
 
 
 def _phases(prof, names) -> dict:
@@ -88,7 +84,7 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
             sum(a.abs().mean() for a in net(x, **kw)).backward()
             per_net[name] = round((time.perf_counter() - t0) * 1e3, 1)
         trainer.close()
-    print(json.dumps({"figure": "training_step", **_config(preset=preset, batch=cfg.train.batch_size,
+    print(json.dumps({"figure": "training_step", **config(preset=preset, batch=cfg.train.batch_size,
                                                              k=cfg.train.k_shots, size=cfg.model.image_size),
                       "wall_ms": round(wall * 1e3, 1),
                       "phases_ms": _phases(prof, {"data", "D step", "G step", "EMA"}),
@@ -117,7 +113,7 @@ def animate_batch(rows: int, batch: int = 8) -> None:
         with record_function("render"):
             model.render(person, pts, batch_size=batch)
     wall = time.perf_counter() - t
-    print(json.dumps({"figure": "animate_batch", **_config(batch=batch, size=model.size, precision=model.precision),
+    print(json.dumps({"figure": "animate_batch", **config(batch=batch, size=model.size, precision=model.precision),
                       "wall_ms": round(wall * 1e3, 1), "ms_per_frame": round(wall * 1e3 / batch, 2)}), flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
