@@ -55,6 +55,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -108,7 +109,10 @@ IRIS = ((468, (469, 470, 471, 472)), (473, (474, 475, 476, 477)))
 
 
 def _along(path: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
-    """Points at ``fractions`` of the 3D arc length of ``path`` (P, 3); returns (F, 2) x, y."""
+    """Points at ``fractions`` of the 3D arc length of ``path`` (P, 3); returns (F, 2) x, y.
+
+    The definition, one contour at a time; :func:`mesh_to_ibug` computes all contours at once (a test
+    checks they agree)."""
     if len(path) == 1:
         return np.repeat(path[:, :2], len(fractions), axis=0)
     seg = np.linalg.norm(np.diff(path, axis=0), axis=1)  # (P-1,)
@@ -121,13 +125,37 @@ def _along(path: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
+def _mapping_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:data:`MAPPING` as arrays: contours ``(R, P)`` (shorter ones padded with their last vertex, a
+    zero-length tail), and per iBUG point its contour row ``(68,)`` and fraction ``(68,)``."""
+    longest = max(len(path) for path, _ in MAPPING)
+    contours = np.array([list(path) + [path[-1]] * (longest - len(path)) for path, _ in MAPPING], dtype=np.intp)
+    rows = np.array([r for r, (_, fr) in enumerate(MAPPING) for _ in fr], dtype=np.intp)
+    fractions = np.array([f for _, fr in MAPPING for f in fr], dtype=np.float64)
+    return contours, rows, fractions
+
+
+_CONTOURS, _ROWS, _FRACTIONS = _mapping_arrays()
+
+
 def mesh_to_ibug(mesh: np.ndarray) -> np.ndarray:
-    """``(478, 3)`` mesh points (x, y px, z in x's scale) -> ``(68, 2) float32`` iBUG points (x, y)."""
+    """``(478, 3)`` mesh points (x, y px, z in x's scale) -> ``(68, 2) float32`` iBUG points (x, y).
+
+    All 68 points at once (what :func:`_along` does per contour, vectorised: this runs per frame)."""
     mesh = np.asarray(mesh, dtype=np.float64)
     if mesh.ndim != 2 or mesh.shape[0] < 468 or mesh.shape[1] != 3:
         raise ValueError(f"expected (478, 3) face-mesh points, got {mesh.shape}")
-    out = [_along(mesh[list(path)], fractions) for path, fractions in MAPPING]
-    return np.concatenate(out, axis=0).astype(np.float32)
+    path = mesh[_CONTOURS]  # (R, P, 3)
+    seg = np.linalg.norm(np.diff(path, axis=1), axis=2)  # (R, P-1)
+    cum = np.concatenate([np.zeros((len(path), 1)), np.cumsum(seg, axis=1)], axis=1)  # (R, P)
+    c = cum[_ROWS]  # (68, P)
+    t = _FRACTIONS * c[:, -1]  # (68,) arc length of each point along its contour
+    j = np.minimum((c[:, 1:] < t[:, None]).sum(axis=1), c.shape[1] - 2)  # its segment
+    k = np.arange(len(t))
+    span = c[k, j + 1] - c[k, j]
+    w = np.divide(t - c[k, j], span, out=np.zeros_like(t), where=span > 0)[:, None]
+    a, b = path[_ROWS, j, :2], path[_ROWS, j + 1, :2]
+    return (a + w * (b - a)).astype(np.float32)
 
 
 def mesh_iris(mesh: np.ndarray) -> np.ndarray | None:
@@ -220,6 +248,10 @@ class MediaPipeDetector:
         return faces
 
 
+_MUTE_LOCK = threading.Lock()
+_MUTE: dict[str, int | None] = {"depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def native_stderr_muted():
     """Mute file descriptor 2 while MediaPipe's C++ loads and runs: absl, TFLite and its calculators
@@ -227,24 +259,34 @@ def native_stderr_muted():
     delegate") there directly, past Python's logging, about a thousand lines in one ``evaluate``.
     The native loggers keep the descriptor they find when mediapipe is imported, so the import must
     happen in here too. Shown with ``-vv`` (which sets ``HEADPUPPET_NATIVE_LOGS=1``, inherited by
-    worker processes) or that variable."""
+    worker processes) or that variable.
+
+    Safe with several threads (``preprocess --workers``' detectors): the first to enter mutes, the
+    last to leave restores the descriptor."""
     if os.environ.get("HEADPUPPET_NATIVE_LOGS") or logging.getLogger().isEnabledFor(logging.DEBUG):
         yield
         return
+    with _MUTE_LOCK:
+        if _MUTE["depth"] == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+                _MUTE["saved"] = saved
+            except (OSError, ValueError):
+                _MUTE["saved"] = None  # no usable fd 2: nothing to mute
+        _MUTE["depth"] += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _MUTE_LOCK:
+            _MUTE["depth"] -= 1
+            if _MUTE["depth"] == 0 and _MUTE["saved"] is not None:
+                os.dup2(_MUTE["saved"], 2)
+                os.close(_MUTE["saved"])
+                _MUTE["saved"] = None
 
 
 @hookimpl

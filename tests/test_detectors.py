@@ -295,3 +295,46 @@ def test_native_stderr_is_muted_unless_asked_for(capfd, monkeypatch):
     with native_stderr_muted():
         os.write(2, b"native chatter\n")
     assert "native chatter" in capfd.readouterr().err
+
+
+def test_native_stderr_mute_nests_across_threads(capfd, monkeypatch):
+    """Detectors on several threads (preprocess --workers on one video) mute and unmute in any
+    order: fd 2 stays muted while any of them is inside, and is restored after the last leaves."""
+    import os
+    import threading
+
+    from headpuppet_plugins.mediapipe_detector import native_stderr_muted
+
+    monkeypatch.delenv("HEADPUPPET_NATIVE_LOGS", raising=False)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with native_stderr_muted():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with native_stderr_muted():
+            b_in.set()
+            a_out.wait(5)  # A has left first: B still needs the mute
+            os.write(2, b"native chatter\n")
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    os.write(2, b"ours\n")
+    err = capfd.readouterr().err
+    assert "native chatter" not in err and "ours" in err
+
+
+def test_vectorised_mapping_equals_the_per_contour_definition():
+    from headpuppet_plugins.mediapipe_detector import MAPPING, _along, mesh_to_ibug
+
+    rng = np.random.default_rng(0)
+    for mesh in [rng.normal(size=(478, 3)) * 100 for _ in range(20)] + [np.zeros((478, 3))]:
+        ref = np.concatenate([_along(mesh[list(path)], fr) for path, fr in MAPPING]).astype(np.float32)
+        np.testing.assert_allclose(mesh_to_ibug(mesh), ref, atol=1e-4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +215,58 @@ def test_workers_in_processes(tmp_path, fake_pm):
     assert sorted(r.id for r in s.done) == ["a", "b", "c"]
     assert [r.id for r in s.failed] == ["bad"] and "not a readable video" in s.failed[0].reason
     assert s.frames_kept == 6
+
+
+class _Tracker(CentreDetector):
+    """A stateful detector: its ring moves with the frames seen since its last ``reset`` (as a
+    tracker's output depends on its history); records the threads it ran on."""
+
+    threads: set = set()
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.seen = 0
+
+    def detect(self, frame):
+        faces = super().detect(frame)
+        _Tracker.threads.add(threading.current_thread().name)
+        time.sleep(0.002)  # let the other threads in
+        for f in faces:
+            f.points = f.points + self.seen
+        self.seen += 1
+        return faces
+
+
+def test_workers_share_one_videos_frames_with_the_same_result(tmp_path):
+    """Fewer videos than workers: threads detect on blocks of the same video; every block starts
+    from a reset detector, so the landmarks equal one worker's, frame for frame."""
+    from headpuppet.data.extract import BLOCK_FRAMES
+
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[("fake", FakeDetectorPlugin(track=_Tracker))])
+    n = 2 * BLOCK_FRAMES + 7
+    _frames_dir(tmp_path / "in" / "v", n, dark=(5,), size=24)
+    lms = []
+    for workers in (1, 3):
+        _Tracker.threads = set()
+        s = preprocess([tmp_path / "in"], tmp_path / f"ds{workers}", size=16, detector="track", workers=workers, pm=pm)
+        assert [r.frames_kept for r in s.done] == [n - 1] and s.frames_no_face == 1
+        assert len(_Tracker.threads) == (1 if workers == 1 else 3)
+        ds = open_dataset(tmp_path / f"ds{workers}")
+        lms.append(ds.videos[0].landmarks)
+        meta = json.loads((tmp_path / f"ds{workers}" / "videos" / "v" / "meta.json").read_text())
+        assert meta["frame_indices"] == [i for i in range(n) if i != 5]
+    np.testing.assert_array_equal(lms[0], lms[1])
+    # the offset restarts at every block: frame BLOCK_FRAMES is the first of the second block
+    offsets = np.array([i % BLOCK_FRAMES for i in range(n) if i != 5], dtype=np.float32)
+    scale = 16 / json.loads((tmp_path / "ds1" / "videos" / "v" / "meta.json").read_text())["crop"][2]
+    np.testing.assert_allclose(lms[0][:, 0, 0] - lms[0][0, 0, 0], offsets * scale, atol=1e-3)
+    for a, b in zip(sorted((tmp_path / "ds1" / "videos" / "v" / "frames").iterdir()),
+                    sorted((tmp_path / "ds3" / "videos" / "v" / "frames").iterdir())):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -58,7 +58,7 @@ def register(app: typer.Typer, state) -> None:
         detector: str = typer.Option("mediapipe", "--detector",
                                      help="Landmark detector plugin (see `headpuppet plugins`)."),
         workers: int = typer.Option(1, "--workers", "-j", callback=_check_positive,
-                                    help="Videos processed at once, one process each."),
+                                    help="Parallel workers: one process per video, or threads sharing the frames of fewer videos."),
         shard: str = typer.Option(None, "--shard", metavar="I/N", callback=parse_shard,
                                   help="Process only every N-th input from the I-th (0-based), for array jobs."),
         preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png to check crops and landmarks."),

@@ -375,12 +375,24 @@ class PendingVideo:
 
     def add_frame(self, image: np.ndarray) -> None:
         """Append the next ``(S, S, 3) uint8 RGB`` crop as ``frames/<n>.jpg``."""
+        self.add_encoded(self.encode(image))
+
+    def encode(self, image: np.ndarray) -> bytes:
+        """The JPEG bytes :meth:`add_frame` would write for ``image`` (safe to call from several threads)."""
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f"frame must be ({self.size}, {self.size}, 3) uint8, got {image.shape} {image.dtype}")
-        path = self.tmp / "frames" / f"{self.num_frames:06d}.jpg"
-        ok = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
-            raise DatasetError(f"{path}: cannot write the frame (disk full or no permission?)")
+            raise DatasetError(f"cannot encode frame {self.num_frames} of {self.id} as JPEG")
+        return buf.tobytes()
+
+    def add_encoded(self, data: bytes) -> None:
+        """Append the next frame as ``frames/<n>.jpg`` from :meth:`encode`'s bytes."""
+        path = self.tmp / "frames" / f"{self.num_frames:06d}.jpg"
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot write the frame ({exc.strerror or exc})") from exc
         self.num_frames += 1
 
     def finish(self, landmarks: np.ndarray, iris: np.ndarray | None, meta: dict[str, Any]) -> Path:

@@ -90,7 +90,9 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
         every: keep every ``every``-th frame of each video.
         max_frames: keep at most this many sampled frames per video (before dropping faceless ones).
         detector: name of a ``landmarks`` plugin.
-        workers: processes working on different videos at once (each loads its own detector).
+        workers: with at least as many videos as workers, processes working on different videos
+            at once (each loads its own detector); with fewer, threads in this process working on
+            blocks of frames of the same video (:mod:`headpuppet.data.extract`).
         shard: ``(i, n)``: process only every ``n``-th input from ``i``.
         preview: write ``out/preview.png`` (crops, landmark images, overlays).
         pm: plugin manager (default: a fresh one).
@@ -122,6 +124,7 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
     items = shard_items(assign_ids(discover([Path(p) for p in inputs], exclude=out)), shard)
     cfg = ExtractConfig(out=out, size=int(size), every=int(every), max_frames=max_frames, detector=detector)
     summary = Summary(out=out)
+    extra: list = []  # detectors of the threads beyond the first
     todo: list[Item] = []
     for it in items:
         if it.kind == "error":
@@ -142,14 +145,17 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
                         reporter.warn(f"{r.source}: {r.reason}")
                     task.advance(1, frames=summary.frames_kept, failed=len(summary.failed))
 
-                if workers == 1 or len(todo) == 1:
+                if len(todo) < workers or workers == 1:
+                    # fewer videos than workers: threads share each video's frames (extract's blocks)
+                    extra = [registry(pm, "landmarks").create(detector) for _ in range(workers - 1)]
                     for it in todo:
-                        record(run_one(it, det, cfg))
+                        record(run_one(it, [det, *extra], cfg))
                 else:
                     _close(det)  # each worker process loads its own
-                    run_pool(todo, pm, detector, cfg, min(workers, len(todo)), record)
+                    run_pool(todo, pm, detector, cfg, workers, record)
     finally:
-        _close(det)
+        for d in [det, *extra]:
+            _close(d)
 
     if preview:
         try:
