@@ -380,15 +380,19 @@ def test_cli_third_party_detector_by_name(tmp_path, astronaut, monkeypatch):
 
 def test_worker_processes_send_native_stderr_to_devnull():
     """In a preprocess worker, what native code writes to fd 2 is dropped while Python's stderr still
-    reaches the terminal; HEADPUPPET_NATIVE_LOGS (set by -vv) keeps both."""
+    reaches the terminal; HEADPUPPET_NATIVE_LOGS (set by -vv) keeps both, and so does the command
+    line's stderr filter (its marker inherited), which drops only native log lines."""
     import subprocess
     import sys
 
+    from headpuppet.nativelog import FILTER_ENV
+
     code = ("import os, sys; from headpuppet.data.workers import _native_stderr_to_devnull; "
             "_native_stderr_to_devnull(); os.write(2, b'native\\n'); print('python', file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "HEADPUPPET_NATIVE_LOGS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HEADPUPPET_NATIVE_LOGS", FILTER_ENV)}
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert "python" in quiet.stderr and "native" not in quiet.stderr
-    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**env, "HEADPUPPET_NATIVE_LOGS": "1"}, check=True)
-    assert "python" in loud.stderr and "native" in loud.stderr
+    for extra in ({"HEADPUPPET_NATIVE_LOGS": "1"}, {FILTER_ENV: "12345"}):
+        loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, check=True)
+        assert "python" in loud.stderr and "native" in loud.stderr

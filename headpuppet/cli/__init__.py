@@ -1,8 +1,8 @@
 """The ``headpuppet`` command line (Typer). Thin: parse, build config, call the library.
 
 ``build_app(pm)`` makes a fresh app around a plugin manager (tests build their own); ``main()``
-builds the default manager (entry points + ``--plugins-dir`` / ``HEADPUPPET_PLUGINS_DIR``), lets
-plugins add commands, and runs.
+filters native libraries' log lines out of fd 2 (:mod:`headpuppet.nativelog`), builds the default
+manager (entry points + ``--plugins-dir`` / ``HEADPUPPET_PLUGINS_DIR``), lets plugins add commands, and runs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import typer
 
 from .. import __version__
+from ..nativelog import install_stderr_filter
 from ..plugins import make_plugin_manager, register_commands
 from ._common import CliState, setup_logging
 
@@ -73,6 +74,8 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 
 
 def main() -> None:
+    # first, while no thread exists (it forks): native libraries' log lines off the terminal, unless -vv
+    install_stderr_filter(sys.argv[1:])
     _prescan_plugins_dir(sys.argv[1:])
     app = build_app()
     app(prog_name="headpuppet")

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..nativelog import FILTER_ENV
 from ..plugins import make_plugin_manager, registry
 from .discover import Item
 from .extract import ExtractConfig, VideoResult, failure_result, run_one
@@ -55,9 +56,11 @@ def _plugin_spec(pm) -> list[tuple[str, str | None, str | None, Any]]:
 def _native_stderr_to_devnull() -> None:
     """In a worker process: what native code writes to file descriptor 2 goes to /dev/null, while
     Python's ``sys.stderr`` keeps the real stream. MediaPipe's graph threads log asynchronously
-    ("Feedback manager requires...") after any scoped mute has ended; a worker has no other use for
-    fd 2. ``-vv`` (``HEADPUPPET_NATIVE_LOGS=1``, inherited from the parent) keeps them."""
-    if os.environ.get("HEADPUPPET_NATIVE_LOGS"):
+    ("Feedback manager requires...") after any scoped mute has ended. ``-vv``
+    (``HEADPUPPET_NATIVE_LOGS=1``, inherited from the parent) keeps them; so does a parent whose fd 2
+    already runs through the command line's filter (:mod:`headpuppet.nativelog`), which drops the log
+    lines but lets a crash's own output through."""
+    if os.environ.get("HEADPUPPET_NATIVE_LOGS") or os.environ.get(FILTER_ENV):
         return
     try:
         sys.stderr.flush()
