@@ -244,7 +244,7 @@ class _Tracker(CentreDetector):
 def test_workers_share_one_videos_frames_with_the_same_result(tmp_path):
     """Fewer videos than workers: threads detect on blocks of the same video; every block starts
     from a reset detector, so the landmarks equal one worker's, frame for frame."""
-    from headpuppet.data.extract import BLOCK_FRAMES
+    from headpuppet.media.detection import BLOCK_FRAMES
 
     pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[("fake", FakeDetectorPlugin(track=_Tracker))])
     n = 2 * BLOCK_FRAMES + 7

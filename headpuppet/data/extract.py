@@ -6,47 +6,35 @@ crop and resize every kept frame, express the landmarks in crop pixels and write
 (:class:`headpuppet.data.format.PendingVideo`). A failure becomes a :class:`VideoResult` with a
 one-line reason (:func:`run_one`), so one bad video never stops the batch.
 
-Detection runs on blocks of :data:`BLOCK_FRAMES` consecutive frames, each block starting from a
-fresh detector state (``reset()``: a tracking detector finds the face anew). Blocks are therefore
-independent: given several detectors (``headpuppet preprocess --workers N`` on fewer videos than
-N), threads work on different blocks of the same video at once, and the landmarks are the same as
-with one detector. Detectors that release the GIL while they run (MediaPipe's graph, torch) scale
-with the threads; cropping and JPEG encoding (OpenCV) run on the same threads.
+Given several detectors (``headpuppet preprocess --workers N`` on fewer videos than N), threads
+detect on blocks of the same video (:mod:`headpuppet.media.detection`: the landmarks are the same
+as with one detector), then crop and JPEG-encode (OpenCV, which releases the GIL) the same way.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import queue
 import time
 import traceback
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import HeadpuppetError, MediaError
 from ..media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..media.detection import BLOCK_FRAMES, blocks, detect_frames, ordered_map
 from ..media.video import list_image_frames, probe, read_frames, read_frames_any
-from ..protocols import Face, largest_face
 from .discover import Item
 from .format import PendingVideo, clean_partial
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractConfig", "VideoResult", "process_video", "run_one", "failure_result", "KEEP_FRAMES_BYTES",
-           "BLOCK_FRAMES"]
+__all__ = ["ExtractConfig", "VideoResult", "process_video", "run_one", "failure_result", "KEEP_FRAMES_BYTES"]
 
 #: decoded frames are kept in memory up to this many bytes per video; beyond it the crop pass
 #: decodes the video a second time instead of holding every frame.
 KEEP_FRAMES_BYTES = 512 * 1024 * 1024
-
-#: frames per detection block; each block starts from a fresh detector state (see the module docstring)
-BLOCK_FRAMES = 32
 
 
 @dataclass
@@ -84,51 +72,6 @@ def _frames_of(item: Item, every: int, max_frames: int | None):
     return None, read_frames_any(item.source, every=every, max_frames=max_frames)
 
 
-def _blocks(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
-    it = iter(frames)
-    while block := list(itertools.islice(it, n)):
-        yield block
-
-
-def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
-    """``map(fn, items)`` on ``threads`` threads, in order, with at most ``2 * threads`` items in flight
-    (items are drawn from ``items``, e.g. a decoder, on the calling thread)."""
-    if threads <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(threads, thread_name_prefix="hp-preprocess") as pool:
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
-
-
-def _detector_pool(detectors: Sequence[Any]) -> Callable[[list[np.ndarray]], list[Face | None]]:
-    """A function detecting the largest face in each frame of a block, with whichever detector of
-    ``detectors`` is free; the detector is reset first, so the result does not depend on which."""
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    for d in detectors:
-        free.put(d)
-
-    def detect_block(block: list[np.ndarray]) -> list[Face | None]:
-        det = free.get()
-        try:
-            if hasattr(det, "reset"):
-                det.reset()
-            return [largest_face(faces) if (faces := det.detect(f)) else None for f in block]
-        finally:
-            free.put(det)
-
-    return detect_block
-
-
 def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoResult:
     """Preprocess one item into ``cfg.out/videos/<id>/``. Raises on failure (caller records it).
 
@@ -147,22 +90,19 @@ def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoR
     held = 0
     n_seen = 0
     frame_hw = None
-    detect_block = _detector_pool(detectors)
-    for block, faces in _ordered_map(lambda b: (b, detect_block(b)), _blocks(frames, BLOCK_FRAMES), threads):
-        for frame, face in zip(block, faces):
-            i = n_seen
-            n_seen += 1
-            frame_hw = frame.shape[:2]
-            if face is None:
-                continue
-            kept_idx.append(i)
-            points.append(face.points)
-            irises.append(face.iris)
-            if kept_frames is not None:
-                held += frame.nbytes
-                kept_frames.append(frame)
-                if held > KEEP_FRAMES_BYTES:
-                    kept_frames = None  # too long to hold: decode again in pass 2
+    for i, (frame, face) in enumerate(detect_frames(frames, detectors)):
+        n_seen += 1
+        frame_hw = frame.shape[:2]
+        if face is None:
+            continue
+        kept_idx.append(i)
+        points.append(face.points)
+        irises.append(face.iris)
+        if kept_frames is not None:
+            held += frame.nbytes
+            kept_frames.append(frame)
+            if held > KEEP_FRAMES_BYTES:
+                kept_frames = None  # too long to hold: decode again in pass 2
     if n_seen == 0:
         raise MediaError(f"{item.source}: no frames could be decoded")
     if not kept_idx:
@@ -182,8 +122,8 @@ def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoR
             _, again = _frames_of(item, cfg.every, cfg.max_frames)
             wanted = set(kept_idx)
             source = (f for j, f in enumerate(again) if j in wanted)
-        for block in _ordered_map(lambda b: [pending.encode(crop_frame(f, box, cfg.size)) for f in b],
-                                  _blocks(source, BLOCK_FRAMES), threads):
+        for block in ordered_map(lambda b: [pending.encode(crop_frame(f, box, cfg.size)) for f in b],
+                                 blocks(source, BLOCK_FRAMES), threads):
             for data in block:
                 pending.add_encoded(data)
         if pending.num_frames != len(kept_idx):

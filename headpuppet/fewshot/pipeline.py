@@ -1,15 +1,17 @@
 """The ``headpuppet animate`` render loop: a loaded model + person + driver in, a video out.
 
 Two passes over the driver (Zakharov et al. 2019, section 4, "puppeteering"): pass 1
-(:func:`track_driver`) finds the driver's landmarks and ONE stable crop box; the track is cleaned up
-and retargeted onto the person (:mod:`headpuppet.fewshot.retarget`); pass 2 decodes again, renders
-with G in batches (:meth:`~headpuppet.fewshot.animator.Animator.render`) and encodes with the
+(:func:`track_driver`) finds the driver's landmarks (on several threads) and ONE stable crop box;
+the track is cleaned up and retargeted onto the person (:mod:`headpuppet.fewshot.retarget`); pass 2
+renders with G in batches (decoding the driver again only for ``side_by_side``) (:meth:`~headpuppet.fewshot.animator.Animator.render`) and encodes with the
 driver's frame rate, frame count and audio. :func:`render_video` is shared by the Python API
 (:func:`headpuppet.animate`), the web UI and bench/animate.py.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +19,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import MediaError, NoFaceError
+from ..errors import HeadpuppetError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
+from ..media.detection import detect_frames, detection_threads
 from ..media.video import VideoWriter
 from ..progress import NULL, Reporter
-from ..protocols import largest_face
 from .animator import Animator
 from .compositing import paste_back
 from .person import Person
 from .retarget import prepare_track
 from .sources import Driver
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,25 +52,26 @@ class AnimateResult:
 def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None = None):
     """Pass 1 over the driver: landmarks per frame, ONE stable crop box, landmarks in crop px.
 
+    ``detector``: one detector, or a list of them: threads then detect on blocks of the driver at
+    once, with the same landmarks (:mod:`headpuppet.media.detection`).
     Returns ``(points (T, 68, 2) crop px, found (T,), iris (T, 2, 3) | None, box)``.
     """
     reporter = reporter or NULL
-    detector.reset()
+    detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
     pts, found, irises = [], [], []
     hw = (driver.height, driver.width)
-    has_iris = getattr(detector, "has_iris", False)
+    has_iris = getattr(detectors[0], "has_iris", False)
+    nan_iris = np.full((2, 3), np.nan, np.float32)
     with reporter.task("landmarks", total=driver.num_frames) as task:
-        for frame in driver.frames():
+        for frame, face in detect_frames(driver.frames(), detectors):
             hw = frame.shape[:2]
-            faces = detector.detect(frame)
-            if faces:
-                face = largest_face(faces)
+            if face is not None:
                 pts.append(face.points)
-                irises.append(face.iris if face.iris is not None else np.full((2, 3), np.nan, np.float32))
+                irises.append(face.iris if face.iris is not None else nan_iris)
                 found.append(True)
             else:
                 pts.append(np.full((68, 2), np.nan, np.float32))
-                irises.append(np.full((2, 3), np.nan, np.float32))
+                irises.append(nan_iris)
                 found.append(False)
             task.advance(1)
     points = np.stack(pts) if pts else np.zeros((0, 68, 2), np.float32)
@@ -83,16 +88,31 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
     return points, found_arr, iris, box
 
 
+def _more_detectors(animator: Animator, detector, n: int) -> list:
+    """``n`` more detectors of ``detector``'s plugin for pass 1's threads; none when the plugin cannot
+    be made again by name (a detector object from elsewhere): pass 1 then runs on one thread."""
+    name = getattr(detector, "name", None)
+    if not name or n <= 0:
+        return []
+    try:
+        return [animator.make_detector(name) for _ in range(n)]
+    except HeadpuppetError as exc:
+        log.debug("pass 1 runs on one thread: %s", exc)
+        return []
+
+
 def render_video(animator: Animator, person: Person, driver: Driver, output: str | Path, *, detector=None,
                  relative: bool = True, smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
                  batch_size: int = 8, amp: str | None = None, channels_last: bool = False,
-                 reporter: Reporter | None = None) -> AnimateResult:
+                 detect_threads: int | None = None, reporter: Reporter | None = None) -> AnimateResult:
     """Animate ``person`` with ``driver`` into the video ``output`` (driver's fps, frame count, audio).
 
     Pass 1 finds the driver's landmarks (one stable crop box), bridges frames without a face,
     smooths and (``relative``) retargets them onto the person (:mod:`headpuppet.fewshot.retarget`); pass 2
-    decodes again, renders with G in batches and encodes. ``side_by_side`` writes driver crop |
+    renders with G in batches and encodes. ``side_by_side`` writes driver crop |
     result; ``paste`` composites the result back into the person's full first image.
+    ``detect_threads``: detectors working on pass 1 at once (default: the usable CPUs, at most 4;
+    more detectors of the same plugin as ``detector`` are made for them).
     """
     reporter = reporter or NULL
     output = Path(output)
@@ -101,7 +121,14 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     detector = detector or animator.make_detector()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    points, found, iris, box = track_driver(driver, detector, animator.size, reporter)
+    threads = detection_threads() if detect_threads is None else max(1, int(detect_threads))
+    extra = _more_detectors(animator, detector, threads - 1)
+    try:
+        points, found, iris, box = track_driver(driver, [detector, *extra], animator.size, reporter)
+    finally:
+        for d in extra:
+            if callable(getattr(d, "close", None)):
+                d.close()
     timings["landmarks"] = time.perf_counter() - t0
     src_iris = person.iris[0] if person.iris is not None else None
     track = prepare_track(points, found, iris, smooth=smooth, relative=relative, source=person.points[0],
@@ -139,7 +166,9 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
             n += len(batch)
             batch.clear()
 
-        for frame in driver.frames():
+        # the driver's frames are needed again only to show them beside the result
+        frames = driver.frames() if side_by_side else itertools.repeat(None)
+        for frame in frames:
             if n + len(batch) >= len(track.points):
                 break  # the decoder gave more frames than pass 1 saw: keep the counts equal
             batch.append(frame)

@@ -7,5 +7,6 @@ images.
 - :mod:`.video` - probing, decoding, encoding and muxing through the bundled ffmpeg binary.
 - :mod:`.imaging` - reading still images (orientation, bit depth, colour modes) and saving them.
 - :mod:`.crop` - the square face crop around 68 landmarks, and pasting a frame back into a photo.
+- :mod:`.detection` - landmarks over a stream of frames, on one detector or several threads.
 - :mod:`.landmarks` - the 68-point convention and the rasteriser that draws a landmark image ``y``.
 """

@@ -1,0 +1,83 @@
+"""headpuppet.media.detection: landmarks over a frame stream on one or several threads, same result."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from headpuppet.media.detection import BLOCK_FRAMES, blocks, detect_frames, ordered_map
+from headpuppet.protocols import Face
+
+
+class _Counting:
+    """A stateful detector: the face it reports moves with the frames seen since ``reset``; no face
+    on a frame whose first pixel is 0."""
+
+    has_iris = False
+
+    def __init__(self):
+        self.seen = 0
+        self.threads: set[str] = set()
+
+    def reset(self):
+        self.seen = 0
+
+    def detect(self, frame):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(0.001)
+        self.seen += 1
+        if frame[0, 0, 0] == 0:
+            return []
+        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        ring = np.stack([np.cos(t), np.sin(t)], 1).astype(np.float32)
+        centre = np.array([frame[0, 0, 1], self.seen], np.float32)
+        return [Face(ring + centre), Face(5 * ring + centre)]  # the larger face is not first
+
+
+def _frames(n):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        f = rng.integers(1, 255, (4, 4, 3), dtype=np.uint8)
+        f[0, 0, 1] = i % 251
+        if i in (3, BLOCK_FRAMES):
+            f[0, 0, 0] = 0
+        out.append(f)
+    return out
+
+
+def test_blocks_and_ordered_map_keep_order():
+    assert list(blocks(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    slow_first = lambda x: (time.sleep(0.02 if x == 0 else 0), x * x)[1]  # noqa: E731
+    assert list(ordered_map(slow_first, range(10), 3)) == [x * x for x in range(10)]
+    assert list(ordered_map(slow_first, range(10), 1)) == [x * x for x in range(10)]
+
+
+def test_ordered_map_raises_the_workers_error():
+    def boom(x):
+        if x == 4:
+            raise ValueError("frame 4")
+        return x
+
+    with pytest.raises(ValueError, match="frame 4"):
+        list(ordered_map(boom, range(20), 2))
+
+
+def test_several_detectors_give_one_detectors_faces():
+    frames = _frames(2 * BLOCK_FRAMES + 5)
+    one = list(detect_frames(frames, [_Counting()]))
+    dets = [_Counting() for _ in range(3)]
+    many = list(detect_frames(frames, dets))
+    assert [f is g for (f, _), (g, _) in zip(one, many)] == [True] * len(frames)  # the frames, in order
+    assert [i for i, (_, face) in enumerate(one) if face is None] == [3, BLOCK_FRAMES]
+    for (_, a), (_, b) in zip(one, many):
+        assert (a is None and b is None) or np.array_equal(a.points, b.points)
+    # the largest face, counting from each block's reset
+    assert all(np.ptp(p.points[:, 0]) > 9 for _, p in one if p is not None)
+    seen = [round(float(p.points[:, 1].mean())) for _, p in one if p is not None]
+    expected = [i % BLOCK_FRAMES + 1 for i in range(len(frames)) if i not in (3, BLOCK_FRAMES)]
+    assert seen == expected
+    assert sum(bool(d.threads) for d in dets) >= 2  # the work was shared
