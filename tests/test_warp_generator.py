@@ -56,6 +56,44 @@ def test_torch_tps_matches_the_warp_baseline(astronaut):
     assert valid.shape == (1, 1, 128, 128) and 0.9 < valid.mean() <= 1
 
 
+def test_tps_grid_in_float32_stays_within_a_fiftieth_of_a_pixel_of_float64():
+    """The spline is solved in float64 and evaluated in float32 (13x faster); against an all-float64
+    evaluation it moves no pixel by more than 0.02 px, also under bf16 autocast (which it turns off)."""
+    from headpuppet.models.tps import _anchors, _kernel, tps_sample_grid
+
+    def grid64(src, dst, size, reg=1e-3, nodes=64):
+        b, dev = src.shape[0], src.device
+        anchors = _anchors(size, dev, torch.float64).expand(b, -1, -1)
+        d = torch.cat([dst.double(), anchors], 1) / size
+        s_ = torch.cat([src.double(), anchors], 1) / size
+        n = d.shape[1]
+        K = _kernel(((d[:, :, None] - d[:, None]) ** 2).sum(-1)) + reg * torch.eye(n, dtype=torch.float64)
+        P = torch.cat([torch.ones(b, n, 1, dtype=torch.float64), d], 2)
+        L = torch.zeros(b, n + 3, n + 3, dtype=torch.float64)
+        L[:, :n, :n], L[:, :n, n:], L[:, n:, :n] = K, P, P.transpose(1, 2)
+        rhs = torch.zeros(b, n + 3, 2, dtype=torch.float64)
+        rhs[:, :n] = s_
+        coef = torch.linalg.solve(L, rhs)
+        lin = torch.linspace(0, size - 1, nodes, dtype=torch.float64)
+        ys, xs = torch.meshgrid(lin, lin, indexing="ij")
+        g = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)[None] / size
+        U = _kernel(((g[:, :, None] - d[:, None]) ** 2).sum(-1))
+        return (U @ coef[:, :n] + coef[:, n:n + 1] + g @ coef[:, n + 1:]) * size  # (B, nodes^2, 2) px
+
+    for size, motion in ((128, 3.0), (128, 15.0), (256, 5.0)):
+        rng = np.random.default_rng(int(motion))
+        src = torch.from_numpy(np.stack([face_points(rng, size, 0.5) for _ in range(3)]))
+        dst = src + torch.from_numpy(rng.normal(0, motion, src.shape).astype(np.float32))
+        ref = grid64(src, dst, size).reshape(3, 64, 64, 2).permute(0, 3, 1, 2)
+        ref = torch.nn.functional.interpolate(ref, size=(size, size), mode="bilinear", align_corners=True)
+        for autocast in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                grid = tps_sample_grid(src, dst, size)  # (B, size, size, 2) in [-1, 1]
+            px = (grid.double() + 1) / 2 * (size - 1)
+            err = (px - ref.permute(0, 2, 3, 1)).abs().max().item()
+            assert err < 0.02, (size, motion, autocast, err)
+
+
 def test_tps_identity_and_gradients():
     img = torch.rand(2, 3, S, S, requires_grad=True)
     pts = torch.from_numpy(np.stack([face_points(np.random.default_rng(i), S) for i in range(2)]))
