@@ -153,7 +153,7 @@ def fidelity(animator, person, batch: int) -> tuple[float, float]:
     return float(d.mean()), float(d.max())
 
 
-MODES = (("none", False, False), ("none", False, True), ("bf16", False, True), ("bf16", True, True))
+MODES = (("none", False, False), ("none", False, True), ("none", True, True), ("bf16", False, True), ("bf16", True, True))
 
 
 def main() -> None:

@@ -291,3 +291,38 @@ def test_disc_pool_relu_sum_keeps_a_gradient_where_sum_relu_is_dead():
     assert score.shape == (B,) and torch.isfinite(score).all()
     with pytest.raises(ConfigError, match="disc_pool"):
         ProjectionDiscriminator(tiny(disc_pool="max"), 3)
+
+
+def test_instance_norm_keeps_channels_last_at_inference_and_is_the_same_function():
+    """The render fast path's instance norm (channels-last, no autograd) equals F.instance_norm;
+    under autograd it is F.instance_norm itself (its gradients)."""
+    import torch.nn.functional as F
+
+    from headpuppet.models.blocks import AdaIN, InstanceNorm, instance_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 8, 8) * 3 + 1
+    scale, bias = torch.randn(3, 16, 1, 1), torch.randn(3, 16, 1, 1)
+    ref = F.instance_norm(x, eps=1e-5) * scale + bias
+    cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = instance_norm(cl, 1e-5, scale, bias)
+        assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        half = instance_norm(cl.bfloat16(), 1e-5, scale, bias)
+        assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
+        assert (half.float() - ref).abs().max() < 0.1  # bf16 rounding of x and of the statistics
+        norm = InstanceNorm(16, affine=True)
+        with torch.no_grad():
+            norm.weight.normal_()
+            norm.bias.normal_()
+        plain = torch.nn.InstanceNorm2d(16, affine=True)
+        plain.load_state_dict(norm.state_dict())
+        torch.testing.assert_close(norm(cl), plain(x), atol=1e-5, rtol=1e-5)
+        assert norm(cl).is_contiguous(memory_format=torch.channels_last)
+    # training: channels-last input that needs gradients takes F.instance_norm, gradients included
+    a = cl.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    (AdaIN(16)(a, torch.cat([scale, bias], 1)[:, :, 0, 0]) ** 2).sum().backward()
+    ((F.instance_norm(b, eps=1e-5) * scale + bias) ** 2).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)

@@ -219,7 +219,8 @@ def test_meta_train_a_warp_model_and_its_sample_grid_shows_warp_and_mask(tmp_pat
 
 @pytest.mark.parametrize("generator", ["paper", "warp"])
 def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generator):
-    """Folded spectral norm + inference mode give the plain path's frames; bf16 stays within a few levels."""
+    """Folded spectral norm + channels-last + inference mode give the plain path's frames; bf16 stays
+    within a few levels."""
     from headpuppet.fewshot.animator import Animator, fold_spectral_norm, resolve_precision
     from headpuppet.models.blocks import has_spectral_norm
     from headpuppet.testing import TwoFaces, make_checkpoint, make_pm
@@ -229,8 +230,10 @@ def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generat
     person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
     pts = person.points + np.float32(1.5)
     plain = animator.render(person, pts, fast=False).astype(int)
-    fast = animator.render(person, pts).astype(int)
+    fast = animator.render(person, pts).astype(int)  # folded, channels-last
     assert np.abs(fast - plain).max() <= 1  # float rounding of W / sigma, not a different function
+    contiguous = animator.render(person, pts, channels_last=False).astype(int)
+    assert np.abs(contiguous - plain).max() <= 1
     folded = fold_spectral_norm(animator.generator)
     assert not any(has_spectral_norm(m) for m in folded.modules()) and any(
         has_spectral_norm(m) for m in animator.generator.modules())

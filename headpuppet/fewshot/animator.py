@@ -6,8 +6,9 @@ computed ONCE and cached in a :class:`~headpuppet.fewshot.person.Person`, after 
 frame costs one pass of G on the driver's landmark image (section 4, "puppeteering").
 
 The fast path (:func:`fold_spectral_norm`, :func:`resolve_precision`): G renders with its spectral
-norms folded into plain weights, in bf16 where the hardware computes it natively; both are the same
-function as the plain fp32 G within the tolerance the tests state, and both can be switched off.
+norms folded into plain weights, in the channels-last memory format, in bf16 where the hardware
+computes it natively; the same function as the plain fp32 G within the tolerance the tests state,
+and each part can be switched off.
 """
 
 from __future__ import annotations
@@ -193,13 +194,15 @@ class Animator:
 
     # ------------------------------------------------------------------ rendering
     def render(self, person: Person, points: np.ndarray, iris: np.ndarray | None = None, *,
-               batch_size: int = 16, amp: str | None = None, channels_last: bool = False,
+               batch_size: int = 16, amp: str | None = None, channels_last: bool | None = None,
                fast: bool = True) -> np.ndarray:
         """G on the landmark images of ``points`` ``(B, 68, 2)`` (crop px) -> ``(B, S, S, 3) uint8``.
 
         Only G runs (inference mode, in chunks of ``batch_size``); ``psi`` comes from the person.
         ``amp``: ``"bf16"`` autocasts, ``"none"``/``"fp32"`` does not; None takes the animator's
-        ``precision``. ``channels_last`` uses that memory format. ``fast`` renders with a copy of G
+        ``precision``. ``channels_last`` uses that memory format (None: with ``fast``, the fast
+        path's default; instance norm keeps it, :func:`headpuppet.models.blocks.instance_norm`).
+        ``fast`` renders with a copy of G
         whose spectral norms are folded into plain weights (:func:`fold_spectral_norm`: the same
         function in eval mode, without recomputing ``W / sigma`` at every call).
         """
@@ -207,8 +210,9 @@ class Animator:
         gen.eval()
         if fast:
             gen = self._folded(gen)
-        if channels_last:
-            gen.to(memory_format=torch.channels_last)
+        if channels_last is None:
+            channels_last = fast
+        gen.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         bf16 = (self.precision if amp is None else amp) == "bf16"
         points = np.asarray(points, np.float32)
         out = []

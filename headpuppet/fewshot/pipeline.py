@@ -103,7 +103,7 @@ def _more_detectors(animator: Animator, detector, n: int) -> list:
 
 def render_video(animator: Animator, person: Person, driver: Driver, output: str | Path, *, detector=None,
                  relative: bool = True, smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
-                 batch_size: int = 8, amp: str | None = None, channels_last: bool = False,
+                 batch_size: int = 8, amp: str | None = None, channels_last: bool | None = None,
                  detect_threads: int | None = None, reporter: Reporter | None = None) -> AnimateResult:
     """Animate ``person`` with ``driver`` into the video ``output`` (driver's fps, frame count, audio).
 
