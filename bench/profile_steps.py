@@ -4,9 +4,10 @@
     python bench/profile_steps.py --preset paper-256 --rows 20
 
 1. **Training step** of ``--preset`` (its batch size and K) on a synthetic dataset of the preset's
-   size (:func:`headpuppet.testing.make_dataset`): the D step and the G step exactly as the training
-   loop runs them (:mod:`headpuppet.training.steps`), after ``--warmup`` steps. Printed: the step's
-   wall time, its split into data, D step, G step (with the content-loss networks' share) and EMA,
+   size (:func:`headpuppet.testing.make_dataset`): the step exactly as the training loop runs it
+   (:func:`headpuppet.training.steps.train_step`), after ``--warmup`` steps. Printed: the step's
+   wall time, its split into data, the E+G forward (once per step), D step, G step (the rest of G's
+   loss and the backward, with the content-loss networks' share) and EMA,
    and the top operators by self CPU time.
 2. **Animate**: one batch of 8 frames through ``Animator.render`` of the default model (weights/demo)
    at its default precision, with the same split (landmark images, source warp, G, to uint8) and
@@ -44,7 +45,7 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
     from headpuppet.config import load_config
     from headpuppet.testing import make_dataset
     from headpuppet.training.loop import MetaTrainer
-    from headpuppet.training.steps import discriminator_step, generator_step
+    from headpuppet.training.steps import discriminator_step, generate_for_step, generator_step
 
     cfg = load_config(preset)
     cfg.train.num_workers, cfg.train.sample_every, cfg.train.checkpoint_every = 0, 0, 0
@@ -59,10 +60,17 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
         def step():
             with record_function("data"):
                 batch = trainer._to_device(next(it))
+            # what training.steps.train_step does, in three labelled parts
+            with record_function("E+G forward"):
+                generated = generate_for_step(trainer.nets, batch, trainer.cfg, autocast=trainer.autocast)
+            fake, e = generated
+            image = fake["image"] if isinstance(fake, dict) else fake
             with record_function("D step"):
-                discriminator_step(trainer.nets, batch, trainer.opt_d, trainer.cfg, autocast=trainer.autocast)
+                discriminator_step(trainer.nets, batch, trainer.opt_d, trainer.cfg, autocast=trainer.autocast,
+                                   fake=image.detach(), e=None if e is None else e.detach())
             with record_function("G step"):
-                generator_step(trainer.nets, batch, trainer.opt_g, content, trainer.cfg, autocast=trainer.autocast)
+                generator_step(trainer.nets, batch, trainer.opt_g, content, trainer.cfg, autocast=trainer.autocast,
+                               generated=generated)
             if trainer.ema is not None:
                 with record_function("EMA"):
                     trainer._update_ema()
@@ -87,7 +95,7 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
     print(json.dumps({"figure": "training_step", **config(preset=preset, batch=cfg.train.batch_size,
                                                              k=cfg.train.k_shots, size=cfg.model.image_size),
                       "wall_ms": round(wall * 1e3, 1),
-                      "phases_ms": _phases(prof, {"data", "D step", "G step", "EMA"}),
+                      "phases_ms": _phases(prof, {"data", "E+G forward", "D step", "G step", "EMA"}),
                       "content_nets_fwd_bwd_ms": per_net}), flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 

@@ -92,7 +92,7 @@ def main() -> None:
     from headpuppet.plugins import make_plugin_manager
     from headpuppet.devices import resolve_device
     from headpuppet.testing import make_dataset
-    from headpuppet.training.steps import autocast_for, discriminator_step, generator_step
+    from headpuppet.training.steps import autocast_for, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,8 +152,7 @@ def main() -> None:
     batches = [to_dev(b) for b in batches]
 
     def step(b):
-        discriminator_step(nets, b, opt_d, cfg, autocast=ac)
-        generator_step(nets, b, opt_g, content, cfg, autocast=ac)
+        train_step(nets, b, opt_d, opt_g, content, cfg, autocast=ac)
 
     for b in batches[:args.warmup]:
         step(b)

@@ -326,3 +326,20 @@ def test_instance_norm_keeps_channels_last_at_inference_and_is_the_same_function
     (AdaIN(16)(a, torch.cat([scale, bias], 1)[:, :, 0, 0]) ** 2).sum().backward()
     ((F.instance_norm(b, eps=1e-5) * scale + bias) ** 2).sum().backward()
     torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_avg_pool2_is_average_pooling_with_its_gradient():
+    import torch.nn.functional as F
+
+    from headpuppet.models.blocks import avg_pool2
+
+    torch.manual_seed(0)
+    for shape in ((2, 3, 8, 6), (1, 4, 5, 6), (2, 2, 7, 7)):  # even, odd H, odd both (the kernel)
+        x = torch.randn(*shape, requires_grad=True)
+        g = torch.randn(F.avg_pool2d(x, 2).shape)
+        ours = torch.autograd.grad(avg_pool2(x), x, g)[0]
+        ref = torch.autograd.grad(F.avg_pool2d(x, 2), x, g)[0]
+        torch.testing.assert_close(avg_pool2(x), F.avg_pool2d(x, 2))
+        torch.testing.assert_close(ours, ref)
+    cl = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(avg_pool2(cl), F.avg_pool2d(cl, 2))

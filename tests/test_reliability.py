@@ -791,14 +791,14 @@ def test_third_party_claiming_mediapipe_cli_still_works(tmp_path):
 def _signal_after_first_step(monkeypatch, signum):
     from headpuppet.training import loop
 
-    real = loop.generator_step
+    real = loop.train_step
 
     def step_then_signal(*a, **k):
         out = real(*a, **k)
         os.kill(os.getpid(), signum)
         return out
 
-    monkeypatch.setattr(loop, "generator_step", step_then_signal)
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

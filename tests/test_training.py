@@ -225,7 +225,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(dataset, pm_mod, tmp_path, monkeyp
 
     from headpuppet.training import loop
 
-    real_step = loop.generator_step
+    real_step = loop.train_step
     calls = []
 
     def step_then_signal(*a, **k):
@@ -235,7 +235,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(dataset, pm_mod, tmp_path, monkeyp
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(loop, "generator_step", step_then_signal)
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
     run = loop.meta_train(tiny_config(steps=50), dataset, out_root=tmp_path, pm=pm_mod, device="cpu")
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-0000002"
     assert len(calls) == 2

@@ -18,6 +18,7 @@ must not pay for torch. Each function imports the heavy modules it needs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
@@ -114,11 +115,15 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
                     + [("driver", driver), ("checkpoint", checkpoint)], "-o", inside=False)
     drv = open_driver(driver, fps=fps)                    # unreadable driver: fail early too
     device = str(resolve_device(device))
+    t0 = time.perf_counter()
     loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=pm, detector=detector,
                          shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
-    return render_video(loaded.animator, loaded.person, drv, out, detector=loaded.detector, relative=relative,
-                        smooth=smooth, side_by_side=side_by_side, paste=paste, batch_size=batch_size,
-                        reporter=reporter)
+    t_person = time.perf_counter() - t0
+    result = render_video(loaded.animator, loaded.person, drv, out, detector=loaded.detector, relative=relative,
+                          smooth=smooth, side_by_side=side_by_side, paste=paste, batch_size=batch_size,
+                          reporter=reporter)
+    result.timings["person"] = t_person  # model load, the source's landmarks and embedding, fine-tuning
+    return result
 
 
 def fine_tune(sources: PathLike | Sequence[PathLike], out: PathLike, *, checkpoint: PathLike | None = None,

@@ -9,7 +9,7 @@ After meta-learning, a new person's T frames give ``e_new`` (mean of E over the 
 * G and D are fine-tuned with ``L_CNT + L_ADV`` (no ``L_MCH``: there is no ``W_i`` row) on batches
   drawn from the T frames (at most T per batch, without repeats), for ``cfg.finetune.steps`` steps with ``cfg.finetune`` learning rates.
 
-The update steps are :func:`headpuppet.training.steps.discriminator_step` / ``generator_step``,
+The update step is :func:`headpuppet.training.steps.train_step` (a D step and a G step on one fake),
 the same as meta-learning, run with ``psi=`` and ``w=``. The result is a :class:`Person` with its
 own copies of G and D (the base model is untouched), which
 :meth:`~headpuppet.fewshot.animator.Animator.save_person` writes as a person folder that
@@ -31,7 +31,7 @@ from ..media.landmarks import rasterise
 from ..models.warp_generator import needs_source
 from ..progress import NULL, Reporter
 from ..training.losses import ContentLoss
-from ..training.steps import autocast_for, discriminator_step, generator_step
+from ..training.steps import autocast_for, train_step
 from .person import Person
 
 
@@ -119,11 +119,8 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                 batch.update(shots=reals[None].expand(b, -1, -1, -1, -1), shot_points=pts[None].expand(b, -1, -1, -1))
                 if T > 1:
                     batch["shot_allowed"] = idx[:, None] != torch.arange(T, device=device)[None]
-            d = discriminator_step(_Nets, batch, opt_d, cfg, w=w.expand(b, -1), psi=psi.detach().expand(b, -1),
-                                   autocast=ac, match_w=False)
-            g = generator_step(_Nets, batch, opt_g, content_loss, cfg, w=w.detach().expand(b, -1),
-                               psi=psi.expand(b, -1), use_match=False, autocast=ac)
-            stats = {**d, **g}
+            stats = train_step(_Nets, batch, opt_d, opt_g, content_loss, cfg, w=w.expand(b, -1),
+                               psi=psi.expand(b, -1), use_match=False, match_w=False, autocast=ac)
             task.advance(1, G=stats["Loss/G/total"], D=stats["Loss/D/total"])
             if preview_dir is not None and preview_every and (step % preview_every == 0 or step == steps):
                 gen.eval()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import DownPath, ResBlockDown, check_model_config
+from .blocks import DownPath, ResBlockDown, avg_pool2, check_model_config
 
 
 class _ProjectionHead(nn.Module):
@@ -182,7 +182,7 @@ class MultiScaleDiscriminator(nn.Module):
         scores, feats = [], []
         for s, V in enumerate(self.Vs):
             if s:
-                x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+                x, y = avg_pool2(x), avg_pool2(y)
             v, f = V(x, y)
             scores.append(self.head.score(v, proj))
             feats += f

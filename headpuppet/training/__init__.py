@@ -13,13 +13,14 @@ Public API::
                max_steps=None, raise_on_stop=False) -> Path  # the run folder
     load_checkpoint(path, device="cpu", pm=None) -> Checkpoint
     export(checkpoint, out_dir, dtype=torch.float16, include_discriminator=False) -> Path
+    train_step(nets, batch, opt_d, opt_g, content_loss, cfg, w=None, psi=None, ...) -> dict[str, float]
     discriminator_step(nets, batch, opt_d, cfg, w=None, psi=None, ...) -> dict[str, float]
     generator_step(nets, batch, opt_g, content_loss, cfg, w=None, psi=None, use_match=True, ...) -> dict
 """
 
 from .checkpoint import Checkpoint, export, load_checkpoint, save_checkpoint
 from .loop import MetaTrainer, meta_train
-from .steps import autocast_for, discriminator_step, generate, generator_step
+from .steps import autocast_for, discriminator_step, generate, generator_step, train_step
 
 __all__ = ["Checkpoint", "MetaTrainer", "autocast_for", "discriminator_step", "export", "generate",
-           "generator_step", "load_checkpoint", "meta_train", "save_checkpoint"]
+           "generator_step", "load_checkpoint", "meta_train", "save_checkpoint", "train_step"]

@@ -47,7 +47,7 @@ from .losses import ContentLoss
 from .plots import plot_losses, sample_grid, save_grid
 from .resume import pick_checkpoint, restore_with_fallback, resume_config, seed_all, setting_changes
 from .runs import StatsWriter, describe, new_run_dir, read_stats
-from .steps import autocast_for, discriminator_step, generate, generator_step
+from .steps import autocast_for, generate, train_step
 
 
 @dataclass
@@ -291,14 +291,12 @@ class MetaTrainer:
                 while self.step < end:
                     t0 = time.perf_counter()
                     batch = self._to_device(fetch(it))
-                    d = discriminator_step(self.nets, batch, self.opt_d, self.cfg, autocast=self.autocast)
-                    g = generator_step(self.nets, batch, self.opt_g, self.content_loss, self.cfg,
+                    terms = train_step(self.nets, batch, self.opt_d, self.opt_g, self.content_loss, self.cfg,
                                        autocast=self.autocast)
                     if self.ema is not None:
                         self._update_ema()
                     self.step += 1
                     dt = time.perf_counter() - t0
-                    terms = {**d, **g}
                     if not all(math.isfinite(v) for v in terms.values()):
                         bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
                         self.reporter.warn(f"non-finite loss at step {self.step}: {', '.join(bad)}")

@@ -76,7 +76,8 @@ def _w_rows(D: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w: torch.Tensor | None = None,
                        psi: torch.Tensor | None = None, autocast: Callable[[], Any] | None = None,
-                       match_w: bool = True, fake: torch.Tensor | None = None) -> dict[str, float]:
+                       match_w: bool = True, fake: torch.Tensor | None = None,
+                       e: torch.Tensor | None = None) -> dict[str, float]:
     """One D update on the hinge loss; returns ``{"Loss/D/real", "Loss/D/fake"[, "Loss/D/mch"], ...}``.
 
     Args:
@@ -88,12 +89,12 @@ def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w:
         psi: ``(B, psi_dim)`` generator parameters replacing ``P E(shots)`` (fine-tuning's ``psi'``).
         autocast: context factory (see :func:`autocast_for`).
         match_w: add ``mch * L1(W_i, e_i.detach())`` so ``W`` follows the embeddings (meta-learning).
-        fake: a precomputed detached fake (skips the generator forward).
+        fake: a precomputed fake (skips the generator forward; detached here).
+        e: the embedding that came with ``fake`` (for ``match_w``).
     """
     ac = autocast or nullcontext
     D = nets.discriminator
     real, y = batch["target"], batch["target_landmarks"]  # (B, 3, S, S)
-    e = None
     if fake is None:
         with torch.no_grad(), ac():
             fake, e = generate(nets, batch, psi)
@@ -123,12 +124,14 @@ def discriminator_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, cfg, w:
 
 def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_loss, cfg,
                    w: torch.Tensor | None = None, psi: torch.Tensor | None = None, use_match: bool = True,
-                   autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+                   autocast: Callable[[], Any] | None = None, generated: tuple | None = None) -> dict[str, float]:
     """One embedder+generator update; returns ``{"Loss/G/<perceptual>", "Loss/G/adv", "Loss/G/fm",
     "Loss/G/mch", "Loss/G/total"}`` (``mch`` only with an embedder and ``use_match``).
 
     Args: as :func:`discriminator_step`, plus ``content_loss`` (a :class:`headpuppet.training.losses.ContentLoss`,
-    whose terms come back already weighted) and ``opt_g`` over E and G (or G and ``psi'``).
+    whose terms come back already weighted), ``opt_g`` over E and G (or G and ``psi'``), and
+    ``generated``: :func:`generate_for_step`'s output for this batch, with its graph (skips the
+    forward of E and G).
     """
     ac = autocast or nullcontext
     D = unwrap(nets.discriminator)
@@ -138,11 +141,11 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     D.requires_grad_(False)
     try:
         opt_g.zero_grad(set_to_none=True)
-        # the warp-guided G's own drawing gets a loss of its own: behind a blend mask near 1 it
-        # would see ~10% of the gradient, stay poor, and never earn a lower mask
-        aux = getattr(cfg.loss, "generated_l1", 0.0) > 0 and needs_source(nets.generator)
+        if generated is None:
+            generated = generate_for_step(nets, batch, cfg, psi, autocast)
+        fake, e = generated                                         # (B, 3, S, S), (B, N)
+        aux = isinstance(fake, dict)
         with ac():
-            fake, e = generate(nets, batch, psi, parts=aux)        # (B, 3, S, S), (B, N)
             drawn = None
             if aux:
                 fake, drawn = fake["image"], fake["generated"]
@@ -172,3 +175,32 @@ def generator_step(nets, batch: Batch, opt_g: torch.optim.Optimizer, content_los
     stats = {k: float(v.detach()) for k, v in out.items()}
     stats["Loss/G/total"] = float(loss.detach())
     return stats
+
+
+def generate_for_step(nets, batch: Batch, cfg, psi: torch.Tensor | None = None,
+                      autocast: Callable[[], Any] | None = None) -> tuple[Any, torch.Tensor | None]:
+    """The fake of one training step, with its graph: ``(x_hat or the warp-guided G's parts, e)``.
+
+    The warp-guided G's parts (its own drawing before the blend) come back when ``generated_l1`` is
+    on: behind a blend mask near 1 the drawing would see ~10% of the gradient, stay poor, and never
+    earn a lower mask, so it gets a loss of its own."""
+    aux = getattr(cfg.loss, "generated_l1", 0.0) > 0 and needs_source(nets.generator)
+    with (autocast or nullcontext)():
+        return generate(nets, batch, psi, parts=aux)
+
+
+def train_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, content_loss, cfg,
+               w: torch.Tensor | None = None, psi: torch.Tensor | None = None, use_match: bool = True,
+               match_w: bool = True, autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+    """One D step then one G step on the same fake, generated once (E and G run forward once per
+    step: D and G see the same ``x_hat``, as the G step would compute it again unchanged, since
+    the D step does not touch E or G). Arguments as :func:`discriminator_step` and
+    :func:`generator_step`; returns both steps' statistics."""
+    generated = generate_for_step(nets, batch, cfg, psi, autocast)
+    fake, e = generated
+    image = fake["image"] if isinstance(fake, dict) else fake
+    d = discriminator_step(nets, batch, opt_d, cfg, w=w, psi=psi, autocast=autocast, match_w=match_w,
+                           fake=image.detach(), e=None if e is None else e.detach())
+    g = generator_step(nets, batch, opt_g, content_loss, cfg, w=w if w is None else w.detach(), psi=psi,
+                       use_match=use_match, autocast=autocast, generated=generated)
+    return {**d, **g}
