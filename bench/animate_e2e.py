@@ -6,9 +6,13 @@
 Prints JSON lines, each with the machine, thread count and load average:
 
 - ``startup``: ``headpuppet --help`` (the CLI's start-up) and, in a fresh process, ``import headpuppet``
-  plus ``headpuppet.load_model()`` (the default model ready to render), medians of ``--repeats``;
-- ``end_to_end``: ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh process, its
-  wall time from start-up to the written video,
+  plus ``headpuppet.load_model()`` (the default model ready to render), medians of ``--repeats``,
+  next to ``import torch`` alone (the floor under the latter);
+- ``end_to_end``, twice: with animate's default fine-tuning on the photo (``finetune_steps``
+  "default") and without (0); ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh
+  process, its wall time from start-up to the written video, split into ``person_s`` (model load,
+  the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's), ``render_s`` (G)
+  and ``rest_s`` (start-up, encoding),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
   default precision, batch 8, measured in this process) plus one ffmpeg run that decodes the driver
@@ -42,22 +46,33 @@ ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
 
 
-def _wall(cmd: list[str], env=None) -> float:
+# child processes as a user's: Python may keep compiled .pyc files (some sandboxes set
+# PYTHONDONTWRITEBYTECODE, which makes every start-up compile headpuppet's sources anew)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _wall(cmd: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - t
+
+
+def _timed(code: str) -> float:
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=ENV).stdout
+    return float(out.strip().splitlines()[-1])
 
 
 def startup(repeats: int) -> dict:
     exe = [sys.executable, "-m", "headpuppet"]
+    _wall(exe + ["--help"])  # untimed: writes the .pyc files a second run finds
     help_s = statistics.median(_wall(exe + ["--help"]) for _ in range(repeats))
     load = "import time; t = time.perf_counter(); import headpuppet; headpuppet.load_model(); print(time.perf_counter() - t)"
-    loads = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", load], check=True, capture_output=True, text=True).stdout
-        loads.append(float(out.strip().splitlines()[-1]))
+    torch_only = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+    loads = [_timed(load) for _ in range(repeats)]
+    torch_s = [_timed(torch_only) for _ in range(repeats)]
     return {"figure": "startup", **config(repeats=repeats), "cli_help_s": round(help_s, 3),
-            "import_and_load_model_s": round(statistics.median(loads), 3), "goal_s": 2.0}
+            "import_and_load_model_s": round(statistics.median(loads), 3),
+            "import_torch_alone_s": round(statistics.median(torch_s), 3), "goal_s": 2.0}
 
 
 def make_driver(src: Path, seconds: float, size: int, folder: Path) -> Path:
@@ -89,16 +104,20 @@ def generator_seconds(frames: int, photo: Path, batch: int = 8, repeats: int = 3
     return per_frame * frames, str(model.precision)
 
 
-def end_to_end(photo: Path, driver: Path, folder: Path) -> dict:
+def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | None, g_s: float,
+               precision: str) -> dict:
     from headpuppet.media.video import ffmpeg_exe, probe
 
     info = probe(driver)
     out = folder / "out.mp4"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    child = ("import json, sys, headpuppet; r = headpuppet.animate(sys.argv[1], sys.argv[2], sys.argv[3]); "
+    child = ("import json, sys, headpuppet; steps = None if sys.argv[4] == 'default' else int(sys.argv[4]); "
+             "r = headpuppet.animate(sys.argv[1], sys.argv[2], sys.argv[3], finetune_steps=steps); "
              "print(json.dumps(r.timings))")
+    steps = "default" if finetune_steps is None else str(finetune_steps)
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", child, str(photo), str(driver), str(out)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", child, str(photo), str(driver), str(out), steps],
+                         capture_output=True, text=True, env=ENV)
     wall = time.perf_counter() - t
     if res.returncode:
         raise SystemExit(f"animate failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -107,15 +126,16 @@ def end_to_end(photo: Path, driver: Path, folder: Path) -> dict:
     size = probe(out).width
     plain = _wall([ffmpeg_exe(), "-v", "error", "-y", "-i", str(driver), "-vf", f"scale={size}:{size}",
                    "-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(folder / "plain.mp4")])
-    g_s, precision = generator_seconds(info.num_frames, photo)
     reference = g_s + plain
+    parts = {k: round(timings.get(k, float("nan")), 2) for k in ("person", "landmarks", "render")}
     return {"figure": "end_to_end", **config(driver_frames=info.num_frames, driver_px=info.width,
-                                              driver_s=round(info.duration, 1), output_px=size, precision=precision),
+                                              driver_s=round(info.duration, 1), output_px=size, precision=precision,
+                                              finetune_steps=steps),
             "wall_s": round(wall, 2), "frames_per_s": round(info.num_frames / wall, 2),
             "g_alone_s": round(g_s, 2), "plain_decode_encode_s": round(plain, 2),
             "reference_s": round(reference, 2), "ratio": round(wall / reference, 2), "goal_ratio": 1.5,
-            "landmarks_s": round(timings.get("landmarks", float("nan")), 2),
-            "render_s": round(timings.get("render", float("nan")), 2),
+            "person_s": parts["person"], "landmarks_s": parts["landmarks"], "render_s": parts["render"],
+            "rest_s": round(wall - sum(parts.values()), 2),
             "peak_rss_mb": round(rss_mb), "goal_rss_mb": 2048}
 
 
@@ -133,7 +153,11 @@ def main() -> None:
     print(json.dumps(startup(args.repeats)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         driver = make_driver(args.video, args.seconds, args.size, Path(tmp))
-        print(json.dumps(end_to_end(args.photo, driver, Path(tmp))), flush=True)
+        from headpuppet.media.video import probe
+
+        g_s, precision = generator_seconds(probe(driver).num_frames, args.photo)
+        for steps in (None, 0):  # animate's default (fine-tuning on the photo), and without it
+            print(json.dumps(end_to_end(args.photo, driver, Path(tmp), steps, g_s, precision)), flush=True)
 
 
 if __name__ == "__main__":
