@@ -71,11 +71,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool):
-    """G (folded when ``fast``), and its inputs for ``batch`` frames: ``y``, ``psi`` and the source."""
+def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, amp: str = "none"):
+    """G (folded when ``fast``, as the animator renders: bf16 weights for bf16), and its inputs for
+    ``batch`` frames: ``y``, ``psi`` and the source."""
     gen = animator.generator.eval()
     if fast:
-        gen = animator._folded(gen)
+        gen = animator._folded(gen, amp == "bf16")
     gen.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     pts = np.repeat(person.points[:1], batch, 0)
     y = animator.landmark_images(pts)
@@ -87,7 +88,7 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool):
 def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int,
                    fast: bool = False) -> float:
     """Median ms per frame of G alone (landmark images and source tensors prepared outside the timed region)."""
-    gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast)
+    gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast, amp)
     dev = animator.device.type
     times = []
     for i in range(repeats + 1):  # the first run warms up (allocations, kernels)

@@ -240,6 +240,11 @@ def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generat
     assert animator._folded(animator.generator) is animator._folded(animator.generator)  # cached
     bf16 = animator.render(person, pts, amp="bf16").astype(int)
     assert np.abs(bf16 - plain).mean() < 4 and np.abs(bf16 - plain).max() < 64
+    # bf16 renders with a folded copy whose conv weights are stored in bf16 (autocast's own cast, once)
+    convs = [m for m in animator._folded(animator.generator, True).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert all(m.weight.dtype == torch.float32 for m in animator._folded(animator.generator).modules()
+               if isinstance(m, torch.nn.Conv2d))
     # fine-tuning changes the weights in place: the folded copy follows
     with torch.no_grad():
         animator.generator.out_conv.bias.add_(0.5)  # the last layer: no norm after it
