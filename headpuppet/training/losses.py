@@ -100,7 +100,11 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -> torch.Tenso
     a, b = (a + 1) / 2, (b + 1) / 2
 
     def mean(t):  # uniform window over the valid area: what skimage keeps after cropping its reflected border
-        return F.avg_pool2d(t, win_size, stride=1)
+        # = F.avg_pool2d(t, win_size, stride=1) as separable sums of shifted slices: 2-3x faster on
+        # CPU with its backward (the pooling kernel, stride 1, is slow there), equal to float rounding
+        h, w = t.shape[-2] - win_size + 1, t.shape[-1] - win_size + 1
+        rows = sum(t[..., i:i + w] for i in range(win_size))
+        return sum(rows[..., i:i + h, :] for i in range(win_size)) / (win_size * win_size)
 
     ux, uy = mean(a), mean(b)
     cov = win_size * win_size / (win_size * win_size - 1)
