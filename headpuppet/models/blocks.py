@@ -60,9 +60,11 @@ def avg_pool2(x: torch.Tensor) -> torch.Tensor:
 
 
 def _channels_last_inference(x: torch.Tensor) -> bool:
-    """A 4-d channels-last tensor outside autograd (the batch-norm statistics used for it have no
-    gradient; training takes ``F.instance_norm``)."""
-    return (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    """A 4-d channels-last CPU tensor outside autograd (the per-sample batch-norm path is measured on
+    CPU only, where one call per sample costs little; it has no gradient for the statistics, so
+    training takes ``F.instance_norm``)."""
+    return (x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
