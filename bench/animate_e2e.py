@@ -85,8 +85,9 @@ def make_driver(src: Path, seconds: float, size: int, folder: Path) -> Path:
     return out
 
 
-def generator_seconds(frames: int, photo: Path, batch: int = 8, repeats: int = 3) -> tuple[float, str]:
-    """G alone for ``frames`` frames, at the animator's default (auto) precision, batch ``batch``."""
+def generator_seconds(frames: int, photo: Path, batch: int = 8) -> tuple[float, str]:
+    """G alone for ``frames`` frames (all of them, in batches of ``batch``: a few batches alone vary by
+    1.5x here), at the animator's default (auto) precision, after one warm-up batch."""
     import headpuppet
     from headpuppet.media.imaging import read_image
 
@@ -94,14 +95,11 @@ def generator_seconds(frames: int, photo: Path, batch: int = 8, repeats: int = 3
     person = model.prepare_source([read_image(photo)])
     pts = np.repeat(person.points[:1], batch, 0) + np.linspace(-1, 1, batch, dtype=np.float32)[:, None, None]
     model.render(person, pts, batch_size=batch)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        with torch.inference_mode():
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(0, frames, batch):
             model.render(person, pts, batch_size=batch)
-        times.append(time.perf_counter() - t)
-    per_frame = statistics.median(times) / batch
-    return per_frame * frames, str(model.precision)
+    return (time.perf_counter() - t) * frames / (batch * -(-frames // batch)), str(model.precision)
 
 
 def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | None, g_s: float,
