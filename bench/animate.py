@@ -21,8 +21,9 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   ``ms_per_frame`` (median of ``repeats`` after one warm-up), ``frames_per_s``, ``gflop_per_frame``
   (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
   convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
-  ``pct_of_conv_peak`` = achieved / probe; ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak``
-  against the faster of the two memory formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
+  ``pct_of_conv_peak`` = achieved / probe (probed just before and just after G, the higher taken: a
+  shared machine's speed drifts); ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the
+  faster of the two memory formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
 - ``animate_end_to_end``, per folded mode (unless ``--no-end-to-end``): ``frames_per_s`` of the
   whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
@@ -214,15 +215,17 @@ def main() -> None:
             emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
                                                  animator_precision=str(animator.precision),
                                                  mean_abs_diff_255=round(mean_d, 3), max_abs_diff_255=max_d))
-            # the machine's own conv throughput per precision and memory format, measured first
-            peaks = {(amp, cl): conv_probe(device, amp, cl, repeats=10) for amp in ("none", "bf16") for cl in (False, True)}
             for amp, cl, fast in MODES:
                 precision = "fp32" if amp == "none" else "bf16"
                 mode = precision + (" folded" if fast else " plain") + (" ch_last" if cl else "")
                 row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl,
                            repeats=args.repeats)
                 try:
+                    # the machine's own conv throughput in this precision, both memory formats, just
+                    # before and just after G (a shared machine's speed drifts): the higher of the two
+                    before = {f: conv_probe(device, amp, f, repeats=10) for f in (False, True)}
                     ms = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast)
+                    peaks = {(amp, f): max(before[f], conv_probe(device, amp, f, repeats=10)) for f in (False, True)}
                 except RuntimeError as exc:  # e.g. a CPU without bf16 kernels for some op
                     emit("animate_generator", config(**row, error=str(exc).splitlines()[0]))
                     continue
