@@ -25,7 +25,7 @@ import select
 import signal
 import sys
 
-__all__ = ["is_native_log_line", "install_stderr_filter", "FILTER_ENV"]
+__all__ = ["is_native_log_line", "install_stderr_filter", "stderr_to_devnull", "FILTER_ENV"]
 
 #: Set (to the filter's pid) in the environment of a process whose fd 2 runs through the filter, and
 #: so inherited by its children (preprocess workers), which then need no muting of their own.
@@ -59,6 +59,24 @@ def is_native_log_line(line: bytes | str) -> bool:
     if isinstance(line, str):
         line = line.encode("utf-8", "replace")
     return _NATIVE.match(line.rstrip(b"\n")) is not None
+
+
+def stderr_to_devnull() -> int | None:
+    """Point file descriptor 2 at /dev/null; returns a duplicate of what it was (for ``os.dup2(saved, 2)``
+    or a Python stream on it), or None when fd 2 cannot be used (then nothing changed)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        return None
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
 
 
 def _verbosity(argv: list[str]) -> int:

@@ -54,13 +54,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 
 import numpy as np
 
 from headpuppet import hookimpl
 from headpuppet.errors import MediaError
+from headpuppet.nativelog import stderr_to_devnull
 from headpuppet.protocols import Face
 
 NAME = "mediapipe"
@@ -268,15 +268,7 @@ def native_stderr_muted():
         return
     with _MUTE_LOCK:
         if _MUTE["depth"] == 0:
-            try:
-                sys.stderr.flush()
-                saved = os.dup(2)
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, 2)
-                os.close(devnull)
-                _MUTE["saved"] = saved
-            except (OSError, ValueError):
-                _MUTE["saved"] = None  # no usable fd 2: nothing to mute
+            _MUTE["saved"] = stderr_to_devnull()  # None: no usable fd 2, nothing to mute
         _MUTE["depth"] += 1
     try:
         yield

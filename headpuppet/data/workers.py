@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..nativelog import FILTER_ENV
+from ..nativelog import FILTER_ENV, stderr_to_devnull
 from ..plugins import make_plugin_manager, registry
 from .discover import Item
 from .extract import ExtractConfig, VideoResult, failure_result, run_one
@@ -62,15 +62,9 @@ def _native_stderr_to_devnull() -> None:
     lines but lets a crash's own output through."""
     if os.environ.get("HEADPUPPET_NATIVE_LOGS") or os.environ.get(FILTER_ENV):
         return
-    try:
-        sys.stderr.flush()
-        real = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
+    real = stderr_to_devnull()
+    if real is not None:  # None: no usable stderr, nothing to keep quiet
         sys.stderr = os.fdopen(real, "w", buffering=1)
-    except (OSError, ValueError):
-        pass  # no usable stderr: nothing to keep quiet
 
 
 def _worker_init(spec, detector: str, cfg: ExtractConfig, blocked: str | None) -> None:
