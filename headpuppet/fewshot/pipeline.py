@@ -3,8 +3,8 @@
 Two passes over the driver (Zakharov et al. 2019, section 4, "puppeteering"): pass 1
 (:func:`track_driver`) finds the driver's landmarks (on several threads) and ONE stable crop box;
 the track is cleaned up and retargeted onto the person (:mod:`headpuppet.fewshot.retarget`); pass 2
-renders with G in batches (decoding the driver again only for ``side_by_side``) (:meth:`~headpuppet.fewshot.animator.Animator.render`) and encodes with the
-driver's frame rate, frame count and audio. :func:`render_video` is shared by the Python API
+renders with G in batches (:meth:`~headpuppet.fewshot.animator.Animator.render`) and encodes with the
+driver's frame rate, frame count and audio (it decodes the driver again only for ``side_by_side``). :func:`render_video` is shared by the Python API
 (:func:`headpuppet.animate`), the web UI and bench/animate.py.
 """
 

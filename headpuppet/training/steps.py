@@ -192,10 +192,10 @@ def generate_for_step(nets, batch: Batch, cfg, psi: torch.Tensor | None = None,
 def train_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, content_loss, cfg,
                w: torch.Tensor | None = None, psi: torch.Tensor | None = None, use_match: bool = True,
                match_w: bool = True, autocast: Callable[[], Any] | None = None) -> dict[str, float]:
-    """One D step then one G step on the same fake, generated once (E and G run forward once per
-    step: D and G see the same ``x_hat``, as the G step would compute it again unchanged, since
-    the D step does not touch E or G). Arguments as :func:`discriminator_step` and
-    :func:`generator_step`; returns both steps' statistics."""
+    """One D step then one G step on the same fake, generated once: E and G run forward once per
+    step, and D and G see the same ``x_hat`` (the D step does not change E or G; generating twice
+    only drew a second random warp source and ran E's and G's spectral-norm power iterations twice).
+    Arguments as :func:`discriminator_step` and :func:`generator_step`; returns both steps' statistics."""
     generated = generate_for_step(nets, batch, cfg, psi, autocast)
     fake, e = generated
     image = fake["image"] if isinstance(fake, dict) else fake
