@@ -139,6 +139,10 @@ class DlibResNet(nn.Module):
         last = max(STAGES.index(s) for s in stages)
         found: dict[str, torch.Tensor] = {}
         h = x if normalised else self.normalise(x)
+        if h.device.type == "cpu":
+            # channels-last: the network's convolutions forward and backward run ~1.8x faster on CPU
+            # (dlib-identity as a training loss, 4 chips: 87 -> 49 ms), same values to float rounding
+            h = h.contiguous(memory_format=torch.channels_last)
         h = F.max_pool2d(F.relu(self.stem.aff(self.stem.conv(h))), 3, 2)  # (B, 32, 35, 35)
         found["stem"] = h
         if last == 0:
@@ -166,4 +170,5 @@ def build_dlib_resnet(state_dict: dict[str, torch.Tensor] | None = None,
                       device: str | torch.device = "cpu") -> DlibResNet:
     """A frozen :class:`DlibResNet` in eval mode (random weights when ``state_dict`` is None: tests
     and benchmarks only)."""
-    return frozen(DlibResNet(), state_dict, "dlib ResNet", device)
+    net = frozen(DlibResNet(), state_dict, "dlib ResNet", device)
+    return net.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else net
