@@ -209,11 +209,12 @@ class Animator:
         gen = person.generator if person.generator is not None else self.generator
         gen.eval()
         bf16 = (self.precision if amp is None else amp) == "bf16"
-        if fast:
-            gen = self._folded(gen, bf16)
         if channels_last is None:
             channels_last = fast
-        gen.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if fast:
+            gen = self._folded(gen, bf16, channels_last)
+        elif channels_last:
+            gen.to(memory_format=torch.channels_last)
         points = np.asarray(points, np.float32)
         out = []
         for i in range(0, len(points), batch_size):
@@ -228,16 +229,20 @@ class Animator:
             out.append(to_uint8(fake.float()))
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
 
-    def _folded(self, gen: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
+    def _folded(self, gen: torch.nn.Module, bf16: bool = False, channels_last: bool = False) -> torch.nn.Module:
         """``gen`` with spectral norm folded (and, for ``bf16``, its convolution and linear weights
         stored in bf16, which autocast would otherwise cast anew at every call: 13% of the paper-256
-        G's time), cached per module and rebuilt when its weights change (fine-tuning updates them
-        in place, which bumps the tensors' version counters)."""
-        key = (id(gen), bf16)
+        G's time), in the channels-last memory format when asked, cached per module, precision and
+        format and rebuilt when its weights change (fine-tuning updates them in place, which bumps
+        the tensors' version counters)."""
+        key = (id(gen), bf16, channels_last)
         version = sum(int(t._version) for t in gen.state_dict().values())
         hit = self._fold_cache.get(key)
         if hit is None or hit[0] is not gen or hit[1] != version:
-            hit = (gen, version, fold_spectral_norm(gen, torch.bfloat16 if bf16 else None))
+            folded = fold_spectral_norm(gen, torch.bfloat16 if bf16 else None)
+            if channels_last:
+                folded.to(memory_format=torch.channels_last)
+            hit = (gen, version, folded)
             self._fold_cache[key] = hit
         return hit[2]
 
