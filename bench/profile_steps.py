@@ -45,7 +45,7 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
     from headpuppet.config import load_config
     from headpuppet.testing import make_dataset
     from headpuppet.training.loop import MetaTrainer
-    from headpuppet.training.steps import discriminator_step, generate_for_step, generator_step
+    from headpuppet.training.steps import train_step
 
     cfg = load_config(preset)
     cfg.train.num_workers, cfg.train.sample_every, cfg.train.checkpoint_every = 0, 0, 0
@@ -60,17 +60,9 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
         def step():
             with record_function("data"):
                 batch = trainer._to_device(next(it))
-            # what training.steps.train_step does, in three labelled parts
-            with record_function("E+G forward"):
-                generated = generate_for_step(trainer.nets, batch, trainer.cfg, autocast=trainer.autocast)
-            fake, e = generated
-            image = fake["image"] if isinstance(fake, dict) else fake
-            with record_function("D step"):
-                discriminator_step(trainer.nets, batch, trainer.opt_d, trainer.cfg, autocast=trainer.autocast,
-                                   fake=image.detach(), e=None if e is None else e.detach())
-            with record_function("G step"):
-                generator_step(trainer.nets, batch, trainer.opt_g, content, trainer.cfg, autocast=trainer.autocast,
-                               generated=generated)
+            # train_step labels its parts "E+G forward", "D step" and "G step" itself
+            train_step(trainer.nets, batch, trainer.opt_d, trainer.opt_g, content, trainer.cfg,
+                       autocast=trainer.autocast)
             if trainer.ema is not None:
                 with record_function("EMA"):
                     trainer._update_ema()

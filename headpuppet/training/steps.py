@@ -34,6 +34,7 @@ from contextlib import nullcontext
 from typing import Any, Callable
 
 import torch
+from torch.profiler import record_function
 
 from ..errors import ConfigError
 from ..models.warp_generator import needs_source, source_kwargs
@@ -196,11 +197,15 @@ def train_step(nets, batch: Batch, opt_d: torch.optim.Optimizer, opt_g: torch.op
     step, and D and G see the same ``x_hat`` (the D step does not change E or G; generating twice
     only drew a second random warp source and ran E's and G's spectral-norm power iterations twice).
     Arguments as :func:`discriminator_step` and :func:`generator_step`; returns both steps' statistics."""
-    generated = generate_for_step(nets, batch, cfg, psi, autocast)
+    # the three parts are labelled for torch.profiler (bench/profile_steps.py): microseconds when it is off
+    with record_function("E+G forward"):
+        generated = generate_for_step(nets, batch, cfg, psi, autocast)
     fake, e = generated
     image = fake["image"] if isinstance(fake, dict) else fake
-    d = discriminator_step(nets, batch, opt_d, cfg, w=w, psi=psi, autocast=autocast, match_w=match_w,
-                           fake=image.detach(), e=None if e is None else e.detach())
-    g = generator_step(nets, batch, opt_g, content_loss, cfg, w=w if w is None else w.detach(), psi=psi,
-                       use_match=use_match, autocast=autocast, generated=generated)
+    with record_function("D step"):
+        d = discriminator_step(nets, batch, opt_d, cfg, w=w, psi=psi, autocast=autocast, match_w=match_w,
+                               fake=image.detach(), e=None if e is None else e.detach())
+    with record_function("G step"):
+        g = generator_step(nets, batch, opt_g, content_loss, cfg, w=w if w is None else w.detach(), psi=psi,
+                           use_match=use_match, autocast=autocast, generated=generated)
     return {**d, **g}
