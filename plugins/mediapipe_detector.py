@@ -108,23 +108,6 @@ assert sum(len(f) for _, f in MAPPING) == 68
 IRIS = ((468, (469, 470, 471, 472)), (473, (474, 475, 476, 477)))
 
 
-def _along(path: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
-    """Points at ``fractions`` of the 3D arc length of ``path`` (P, 3); returns (F, 2) x, y.
-
-    The definition, one contour at a time; :func:`mesh_to_ibug` computes all contours at once (a test
-    checks they agree)."""
-    if len(path) == 1:
-        return np.repeat(path[:, :2], len(fractions), axis=0)
-    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)  # (P-1,)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])  # (P,)
-    if cum[-1] <= 0:  # degenerate contour (all points equal): fall back to its first point
-        return np.repeat(path[:1, :2], len(fractions), axis=0)
-    t = np.asarray(fractions) * cum[-1]
-    x = np.interp(t, cum, path[:, 0])
-    y = np.interp(t, cum, path[:, 1])
-    return np.stack([x, y], axis=1)
-
-
 def _mapping_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:data:`MAPPING` as arrays: contours ``(R, P)`` (shorter ones padded with their last vertex, a
     zero-length tail), and per iBUG point its contour row ``(68,)`` and fraction ``(68,)``."""
@@ -141,7 +124,9 @@ _CONTOURS, _ROWS, _FRACTIONS = _mapping_arrays()
 def mesh_to_ibug(mesh: np.ndarray) -> np.ndarray:
     """``(478, 3)`` mesh points (x, y px, z in x's scale) -> ``(68, 2) float32`` iBUG points (x, y).
 
-    All 68 points at once (what :func:`_along` does per contour, vectorised: this runs per frame)."""
+    Each point is the fraction of its contour's 3D arc length that :data:`MAPPING` gives, interpolated
+    between mesh vertices; all 68 at once, since this runs per frame (a test checks it against a
+    per-contour definition)."""
     mesh = np.asarray(mesh, dtype=np.float64)
     if mesh.ndim != 2 or mesh.shape[0] < 468 or mesh.shape[1] != 3:
         raise ValueError(f"expected (478, 3) face-mesh points, got {mesh.shape}")

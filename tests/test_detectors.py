@@ -331,8 +331,20 @@ def test_native_stderr_mute_nests_across_threads(capfd, monkeypatch):
     assert "native chatter" not in err and "ours" in err
 
 
+def _along(path: np.ndarray, fractions) -> np.ndarray:
+    """The mapping's definition, one contour at a time: points at ``fractions`` of the 3D arc length
+    of ``path`` (P, 3), as (F, 2) x, y; a degenerate contour (all points equal) gives its first point."""
+    if len(path) == 1:
+        return np.repeat(path[:, :2], len(fractions), axis=0)
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+    if cum[-1] <= 0:
+        return np.repeat(path[:1, :2], len(fractions), axis=0)
+    t = np.asarray(fractions) * cum[-1]
+    return np.stack([np.interp(t, cum, path[:, 0]), np.interp(t, cum, path[:, 1])], axis=1)
+
+
 def test_vectorised_mapping_equals_the_per_contour_definition():
-    from headpuppet_plugins.mediapipe_detector import MAPPING, _along, mesh_to_ibug
+    from headpuppet_plugins.mediapipe_detector import MAPPING, mesh_to_ibug
 
     rng = np.random.default_rng(0)
     for mesh in [rng.normal(size=(478, 3)) * 100 for _ in range(20)] + [np.zeros((478, 3))]:
