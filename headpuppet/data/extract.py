@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import HeadpuppetError, MediaError
 from ..media.crop import CropBox, crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.detection import BLOCK_FRAMES, blocks, detect_frames, ordered_map
-from ..media.video import list_image_frames, probe, read_frames, read_frames_any
+from ..media.video import probe, read_frames, read_frames_any
 from .discover import Item
 from .format import PendingVideo, clean_partial
 
@@ -61,15 +61,14 @@ class ExtractConfig:
 
 
 def _frames_of(item: Item, every: int, max_frames: int | None):
-    """``(fps or None, frame iterator)`` for an item; MediaError when it cannot be read."""
+    """``(fps or None, frame iterator)`` for an item; MediaError when it cannot be read (for a folder
+    without image files, from the iterator's first step)."""
     if item.kind == "video":
         info = probe(item.source)
         if info.num_frames == 0:
             raise MediaError(f"{item.source}: the video has no frames")
         return info.fps or None, read_frames(item.source, every=every, max_frames=max_frames)
-    if not list_image_frames(item.source):
-        raise MediaError(f"{item.source}: folder has no image files")
-    return None, read_frames_any(item.source, every=every, max_frames=max_frames)
+    return None, read_frames_any(item.source, every=every, max_frames=max_frames)  # checks the folder itself
 
 
 def process_video(item: Item, detector, cfg: ExtractConfig, task=None) -> VideoResult:
