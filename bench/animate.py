@@ -16,15 +16,18 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
 - ``animate_bf16_fidelity``, per model and device: ``mean_abs_diff_255`` and ``max_abs_diff_255``
   of the bf16 fast path's frames from the fp32 plain path's (0-255), and ``animator_precision``
   (what the animator's 'auto' precision chose);
-- ``animate_generator``, per model, device and ``mode`` (fp32 plain, fp32 folded, bf16 folded,
-  bf16 folded ch_last; also as ``precision``, ``folded``, ``channels_last``): G alone,
-  ``ms_per_frame`` (median of ``repeats`` after one warm-up), ``frames_per_s``, ``gflop_per_frame``
+- ``animate_generator``, per model, device and ``mode`` (fp32 plain, fp32 folded, fp32 folded
+  ch_last, bf16 folded, bf16 folded ch_last, and fp32 / bf16 folded ch_last compiled, G through
+  ``torch.compile`` as ``animate --compile`` runs it, unless ``--no-compile``; also as ``precision``,
+  ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (median of ``repeats``
+  after one warm-up), ``first_call_s`` (that warm-up: the compile for a compiled mode),
+  ``frames_per_s``, ``gflop_per_frame``
   (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
   convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
   ``pct_of_conv_peak`` = achieved / probe (probed just before and just after G, the higher taken: a
   shared machine's speed drifts); ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the
   faster of the two memory formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
-- ``animate_end_to_end``, per folded mode (unless ``--no-end-to-end``): ``frames_per_s`` of the
+- ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``): ``frames_per_s`` of the
   whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
 
@@ -72,9 +75,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, amp: str = "none"):
-    """G (folded when ``fast``, as the animator renders: bf16 weights for bf16), and its inputs for
-    ``batch`` frames: ``y``, ``psi`` and the source."""
+def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, amp: str = "none",
+                compiled: bool = False):
+    """G (folded when ``fast``, as the animator renders: bf16 weights for bf16; through
+    ``torch.compile`` when ``compiled``), and its inputs for ``batch`` frames: ``y``, ``psi`` and the source."""
     gen = animator.generator.eval()
     if fast:
         gen = animator._folded(gen, amp == "bf16", channels_last)
@@ -84,16 +88,22 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, a
     y = animator.landmark_images(pts)
     if channels_last:
         y = y.contiguous(memory_format=torch.channels_last)
-    return gen, y, person.psi.expand(batch, -1), animator.source_kwargs(gen, person, pts)
+    src = animator.source_kwargs(gen, person, pts)
+    if compiled:
+        gen = animator._compiled(gen, amp == "bf16", channels_last)[1]
+    return gen, y, person.psi.expand(batch, -1), src
 
 
 def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int,
-                   fast: bool = False) -> float:
-    """Median ms per frame of G alone (landmark images and source tensors prepared outside the timed region)."""
-    gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast, amp)
+                   fast: bool = False, compiled: bool = False) -> tuple[float, float]:
+    """``(ms per frame, first call s)``: the median of G alone (landmark images and source tensors
+    prepared outside the timed region) over ``repeats`` calls after the first; the first call's
+    seconds (a warm-up; with ``compiled``, the compile)."""
+    gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast, amp, compiled)
     dev = animator.device.type
     times = []
-    for i in range(repeats + 1):  # the first run warms up (allocations, kernels)
+    first = 0.0
+    for i in range(repeats + 1):  # the first run warms up (allocations, kernels; compiles)
         sync(dev)
         t = time.perf_counter()
         with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp == "bf16"):
@@ -101,9 +111,11 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
         sync(dev)
         if i:
             times.append(time.perf_counter() - t)
+        else:
+            first = time.perf_counter() - t
     if not fast:
         gen.to(memory_format=torch.contiguous_format)  # the model itself, as it was
-    return 1000 * float(np.median(times)) / batch
+    return 1000 * float(np.median(times)) / batch, first
 
 
 def generator_gflop(animator, person, batch: int) -> float:
@@ -157,7 +169,10 @@ def fidelity(animator, person, batch: int) -> tuple[float, float]:
     return float(d.mean()), float(d.max())
 
 
-MODES = (("none", False, False), ("none", False, True), ("none", True, True), ("bf16", False, True), ("bf16", True, True))
+# (amp, channels_last, folded, torch.compile)
+MODES = (("none", False, False, False), ("none", False, True, False), ("none", True, True, False),
+         ("bf16", False, True, False), ("bf16", True, True, False), ("none", True, True, True),
+         ("bf16", True, True, True))
 
 
 def main() -> None:
@@ -171,6 +186,8 @@ def main() -> None:
     ap.add_argument("--driver", default=str(FACES / "videos" / "dtk_m030_happy.mp4"))
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--no-end-to-end", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes (each compiles "
+                    "for tens of seconds; the first run on a machine, with a cold cache, longest)")
     args = ap.parse_args()
 
     from _jsonl import config, emit, note
@@ -216,29 +233,34 @@ def main() -> None:
             emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
                                                  animator_precision=str(animator.precision),
                                                  mean_abs_diff_255=round(mean_d, 3), max_abs_diff_255=max_d))
-            for amp, cl, fast in MODES:
+            for amp, cl, fast, comp in MODES:
+                if comp and args.no_compile:
+                    continue
                 precision = "fp32" if amp == "none" else "bf16"
-                mode = precision + (" folded" if fast else " plain") + (" ch_last" if cl else "")
-                row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl,
+                mode = (precision + (" folded" if fast else " plain") + (" ch_last" if cl else "")
+                        + (" compiled" if comp else ""))
+                row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl, compiled=comp,
                            repeats=args.repeats)
                 try:
                     # the machine's own conv throughput in this precision, both memory formats, just
                     # before and just after G (a shared machine's speed drifts): the higher of the two
                     before = {f: conv_probe(device, amp, f, repeats=10) for f in (False, True)}
-                    ms = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast)
+                    ms, first_s = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast,
+                                                 compiled=comp)
                     peaks = {(amp, f): max(before[f], conv_probe(device, amp, f, repeats=10)) for f in (False, True)}
-                except RuntimeError as exc:  # e.g. a CPU without bf16 kernels for some op
+                except Exception as exc:  # e.g. a CPU without bf16 kernels for some op; no C++ compiler
                     emit("animate_generator", config(**row, error=str(exc).splitlines()[0]))
                     continue
                 achieved = gflop / (ms / 1000)
                 emit("animate_generator", config(
                     **row, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
-                    gflop_per_frame=round(gflop, 3), achieved_gflops=round(achieved, 1),
+                    first_call_s=round(first_s, 2), gflop_per_frame=round(gflop, 3),
+                    achieved_gflops=round(achieved, 1),
                     conv_probe_gflops=round(peaks[(amp, cl)], 1),
                     pct_of_conv_peak=round(100 * achieved / peaks[(amp, cl)], 1),
                     best_conv_probe_gflops=round(max(peaks[(amp, False)], peaks[(amp, True)]), 1),
                     pct_of_best_conv_peak=round(100 * achieved / max(peaks[(amp, False)], peaks[(amp, True)]), 1)))
-                if driver is not None and fast:
+                if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(
                         **row, driver=Path(args.driver).name, driver_frames=driver.num_frames,

@@ -323,3 +323,72 @@ def test_mirrored_episodes_are_the_mirror_of_plain_ones(tmp_path, astronaut):
     assert 0.25 < np.mean(flips) < 0.75
     with pytest.raises(ConfigError, match="flip"):
         EpisodeDataset(index, k_shots=2, flip=1.5)
+
+
+def _compile_setup(tmp_path, astronaut, generator="warp"):
+    from headpuppet.fewshot.animator import Animator
+    from headpuppet.testing import TwoFaces, make_checkpoint, make_pm
+
+    ckpt = make_checkpoint(tmp_path, generator=generator, projection_sn=False)
+    animator = Animator.from_checkpoint(ckpt, pm=make_pm(), precision="fp32")
+    person = animator.prepare_source([astronaut, astronaut[:, ::-1].copy()], detector=TwoFaces())
+    pts = np.concatenate([person.points + np.float32(d) for d in (0.5, 1.0, 1.5, 2.0, 2.5)])  # 10 frames
+    return animator, person, pts
+
+
+def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(tmp_path, astronaut, monkeypatch, caplog):
+    """render(compile=True) hands the compiled G chunks of one shape only (the last one padded, its
+    padding dropped) and, where compiling fails, logs why on one line and renders eagerly, for good."""
+    import logging
+
+    animator, person, pts = _compile_setup(tmp_path, astronaut)
+    eager = animator.render(person, pts, batch_size=4)
+    shapes, made = [], []
+
+    def fake_compile(module, **kw):  # a stand-in compiler: runs the module, records the batch shapes
+        made.append(kw)
+
+        def run(y, **src):
+            shapes.append(tuple(y.shape))
+            return module(y, **src)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    out = animator.render(person, pts, batch_size=4, compile=True)
+    assert out.shape == eager.shape and np.array_equal(out, eager)
+    assert shapes == [(4, 3, 32, 32)] * 3                       # 4 + 4 + 2 padded to 4
+    assert made == [{"dynamic": False, "options": {"freezing": True}}]
+    animator.render(person, pts[:3], batch_size=4, compile=True)
+    assert len(made) == 1                                        # made once per folded G
+
+    def broken_compile(module, **kw):
+        def run(y, **src):
+            raise RuntimeError("C++ compile error: g++ not found\nmore detail")
+        return run
+
+    animator._compile_cache.clear()
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="headpuppet.fewshot.animator"):
+        out = animator.render(person, pts, batch_size=4, compile=True)
+    assert np.array_equal(out, eager)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
+    assert len(warnings) == 1 and "g++ not found" in warnings[0] and "\n" not in warnings[0]
+    assert animator._compile_cache[(False, True)][1] is None     # eager from now on, no retry per chunk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", ["paper", "warp"])
+def test_torch_compile_render_matches_the_eager_fast_path(tmp_path, astronaut, generator):
+    """The real inductor compile (a C++ compiler is needed; a minute or more on 2 cores) gives the plain
+    fp32 path's frames: within float rounding in fp32, within the bf16 fast path's own tolerance
+    (the test above) in bf16."""
+    animator, person, pts = _compile_setup(tmp_path, astronaut, generator)
+    plain = animator.render(person, pts, batch_size=4, amp="fp32", fast=False).astype(int)
+    for amp in ("fp32", "bf16"):
+        compiled = animator.render(person, pts, batch_size=4, amp=amp, compile=True).astype(int)
+        assert animator._compile_cache[(amp == "bf16", True)][2] == "ok"  # it compiled, no fallback
+        d = np.abs(compiled - plain)
+        if amp == "fp32":
+            assert d.max() <= 2
+        else:
+            assert d.mean() < 4 and d.max() < 64

@@ -57,6 +57,10 @@ def register(app: typer.Typer, state) -> None:
         precision: str = typer.Option("auto", "--precision",
                                       help="How G runs: auto (bf16 where the device computes it natively, "
                                            "else fp32), fp32 or bf16."),
+        compile_g: bool = typer.Option(False, "--compile",
+                                       help="Compile G with torch.compile first (needs a C++ compiler; "
+                                            "tens of seconds once, then faster frames): pays on long "
+                                            "drivers and large models."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Landmark detector plugin \\[default: the checkpoint's]."),
         shots: int = typer.Option(8, "--shots", "-k", min=1, help="Frames sampled when SOURCE is a video."),
@@ -78,7 +82,8 @@ def register(app: typer.Typer, state) -> None:
         result = run_animate(sources, driver_path, output, checkpoint=checkpoint, finetune_steps=finetune_steps,
                              relative=relative, smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side,
                              paste=paste, device=device, batch_size=batch_size, precision=precision,
-                             detector=detector, shots=shots, fps=fps, pm=state.pm, reporter=RichReporter())
+                             detector=detector, shots=shots, fps=fps, compile=compile_g, pm=state.pm,
+                             reporter=RichReporter())
         seconds = time.perf_counter() - t0
         lines = [f"wrote {result.output}: {result.frames} frames at {result.fps:g} fps"
                  + (" with the driver's audio" if result.has_audio else "")]

@@ -8,12 +8,16 @@ frame costs one pass of G on the driver's landmark image (section 4, "puppeteeri
 The fast path (:func:`fold_spectral_norm`, :func:`resolve_precision`): G renders with its spectral
 norms folded into plain weights, in the channels-last memory format, in bf16 where the hardware
 computes it natively; the same function as the plain fp32 G within the tolerance the tests state,
-and each part can be switched off.
+and each part can be switched off. ``render(compile=True)`` adds :func:`torch.compile` (inductor,
+weights frozen into the graph): a one-off compile (tens of seconds on a CPU) for fused kernels
+afterwards; it pays on long drivers and large models, and falls back to the eager fast path where
+it cannot compile (no C++ compiler, an unsupported op).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from ..config import Config
+from ..devices import native_bf16
 from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
@@ -32,6 +37,8 @@ from ..protocols import largest_face
 from ..training.checkpoint import load_checkpoint
 from .finetune import fine_tune_person
 from .person import DEFAULT_DETECTOR, Person, read_person_dir, write_person_dir
+
+log = logging.getLogger(__name__)
 
 
 def default_checkpoint() -> Path:
@@ -77,7 +84,8 @@ class Animator:
         self.source = source
         self.num_videos = num_videos
         self.precision = resolve_precision(precision, self.device)
-        self._fold_cache: dict[int, tuple] = {}
+        self._fold_cache: dict[tuple, tuple] = {}
+        self._compile_cache: dict[tuple, list] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -195,7 +203,7 @@ class Animator:
     # ------------------------------------------------------------------ rendering
     def render(self, person: Person, points: np.ndarray, iris: np.ndarray | None = None, *,
                batch_size: int = 16, amp: str | None = None, channels_last: bool | None = None,
-               fast: bool = True) -> np.ndarray:
+               fast: bool = True, compile: bool = False) -> np.ndarray:
         """G on the landmark images of ``points`` ``(B, 68, 2)`` (crop px) -> ``(B, S, S, 3) uint8``.
 
         Only G runs (inference mode, in chunks of ``batch_size``); ``psi`` comes from the person.
@@ -205,29 +213,53 @@ class Animator:
         ``fast`` renders with a copy of G
         whose spectral norms are folded into plain weights (:func:`fold_spectral_norm`: the same
         function in eval mode, without recomputing ``W / sigma`` at every call).
+        ``compile`` (with ``fast``) runs that copy through :func:`torch.compile` (:meth:`_compiled`);
+        a shorter last chunk is padded to ``batch_size`` so that one compiled shape serves them all.
         """
         gen = person.generator if person.generator is not None else self.generator
         gen.eval()
         bf16 = (self.precision if amp is None else amp) == "bf16"
         if channels_last is None:
             channels_last = fast
+        compiled = None
         if fast:
             gen = self._folded(gen, bf16, channels_last)
+            if compile:
+                compiled = self._compiled(gen, bf16, channels_last)
         elif channels_last:
             gen.to(memory_format=torch.channels_last)
         points = np.asarray(points, np.float32)
         out = []
         for i in range(0, len(points), batch_size):
             p = points[i:i + batch_size]
-            y = self.landmark_images(p, None if iris is None else iris[i:i + batch_size])  # (b, 3, S, S)
+            ir = None if iris is None else iris[i:i + batch_size]
+            n = len(p)
+            if compiled is not None and compiled[1] is not None and n < batch_size:
+                p = _pad_rows(p, batch_size)
+                ir = None if ir is None else _pad_rows(ir, batch_size)
+            y = self.landmark_images(p, ir)                                   # (b, 3, S, S)
             if channels_last:
                 y = y.contiguous(memory_format=torch.channels_last)
             psi = person.psi.to(self.device).expand(len(p), -1)  # (b, P)
             src = self.source_kwargs(gen, person, p)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                fake = gen(y, psi=psi, **src)                        # (b, 3, S, S) in [-1, 1]
-            out.append(to_uint8(fake.float()))
+                fake = _run_compiled(compiled, y, psi, src) if compiled is not None else None
+                if fake is None:
+                    fake = gen(y, psi=psi, **src)                    # (b, 3, S, S) in [-1, 1]
+            out.append(to_uint8(fake[:n].float()))
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+    def _compiled(self, folded: torch.nn.Module, bf16: bool, channels_last: bool) -> list:
+        """``[folded, compiled, state]``: :func:`torch.compile` of the folded G (inductor, with its
+        weights frozen into the graph as constants, static shapes), made once per folded copy (a
+        fine-tuned G is a new copy) and compiled on its first call; ``compiled`` becomes None there
+        when compiling fails, and G then runs eagerly (see :func:`_run_compiled`)."""
+        key = (bf16, channels_last)
+        hit = self._compile_cache.get(key)
+        if hit is None or hit[0] is not folded:
+            hit = [folded, torch.compile(folded, dynamic=False, options={"freezing": True}), "new"]
+            self._compile_cache[key] = hit
+        return hit
 
     def _folded(self, gen: torch.nn.Module, bf16: bool = False, channels_last: bool = False) -> torch.nn.Module:
         """``gen`` with spectral norm folded (and, for ``bf16``, its convolution and linear weights
@@ -276,19 +308,29 @@ class Animator:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bf16 natively: CUDA with bf16 support, or a CPU with AVX-512 BF16
-    or AMX (read from /proc/cpuinfo; False where that cannot be read)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with its last row repeated up to ``n`` rows."""
+    return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)]) if len(a) < n else a
+
+
+def _run_compiled(entry: list, y: torch.Tensor, psi: torch.Tensor, src: dict) -> torch.Tensor | None:
+    """The compiled G of ``entry`` (:meth:`Animator._compiled`) on one chunk; None where there is
+    none. Its first call compiles; if that fails, the reason is logged on one line and the entry
+    falls back to eager G for good (errors after a first success are real errors and propagate)."""
+    if entry[1] is None:
+        return None
+    if entry[2] == "ok":
+        return entry[1](y, psi=psi, **src)
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+        out = entry[1](y, psi=psi, **src)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: render eagerly instead
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("torch.compile could not compile G (%s: %s); rendering without it",
+                    type(exc).__name__, first[:200])
+        entry[1] = None
+        return None
+    entry[2] = "ok"
+    return out
 
 
 def resolve_precision(precision: str | None, device: torch.device | str) -> str:

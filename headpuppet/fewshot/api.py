@@ -65,7 +65,8 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
             checkpoint: PathLike | None = None, finetune_steps: int | None = None, relative: bool = True,
             smooth: float = 1.0, side_by_side: bool = False, paste: bool = False, device: str | None = None,
             batch_size: int = 8, precision: str = "auto", detector: str | None = None, shots: int = 8,
-            fps: float = 25.0, pm=None, reporter: "Reporter | None" = None) -> "AnimateResult":
+            fps: float = 25.0, compile: bool = False, pm=None,
+            reporter: "Reporter | None" = None) -> "AnimateResult":
     """Make the SOURCE person move and talk like the DRIVER; write a video (``headpuppet animate``).
 
     Zakharov et al. 2019, section 4 ("puppeteering"), after the few-shot fine-tuning of section 3.4
@@ -93,6 +94,9 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
         detector: landmark detector plugin; None: the one the model was trained with.
         shots: frames sampled when a source is a video.
         fps: frame rate when the driver is a folder of frames.
+        compile: run G through :func:`torch.compile` (needs a C++ compiler on the CPU): a one-off
+            compile of tens of seconds, then faster frames; pays on long drivers and large models.
+            Where it cannot compile, G runs as without it (a warning says why).
         pm: a plugin manager; None makes the default one.
         reporter: progress and warnings (:class:`headpuppet.progress.Reporter`); None: silent.
 
@@ -121,7 +125,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     t_person = time.perf_counter() - t0
     result = render_video(loaded.animator, loaded.person, drv, out, detector=loaded.detector, relative=relative,
                           smooth=smooth, side_by_side=side_by_side, paste=paste, batch_size=batch_size,
-                          reporter=reporter)
+                          compile=compile, reporter=reporter)
     result.timings["person"] = t_person  # model load, the source's landmarks and embedding, fine-tuning
     return result
 

@@ -104,7 +104,8 @@ def _more_detectors(animator: Animator, detector, n: int) -> list:
 def render_video(animator: Animator, person: Person, driver: Driver, output: str | Path, *, detector=None,
                  relative: bool = True, smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
                  batch_size: int = 8, amp: str | None = None, channels_last: bool | None = None,
-                 detect_threads: int | None = None, reporter: Reporter | None = None) -> AnimateResult:
+                 compile: bool = False, detect_threads: int | None = None,
+                 reporter: Reporter | None = None) -> AnimateResult:
     """Animate ``person`` with ``driver`` into the video ``output`` (driver's fps, frame count, audio).
 
     Pass 1 finds the driver's landmarks (one stable crop box), bridges frames without a face,
@@ -113,6 +114,8 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     result; ``paste`` composites the result back into the person's full first image.
     ``detect_threads``: detectors working on pass 1 at once (default: the usable CPUs, at most 4;
     more detectors of the same plugin as ``detector`` are made for them).
+    ``compile``: G through :func:`torch.compile` (:meth:`Animator.render`), compiled once before the
+    frames (its own progress line and ``timings["compile"]``); every batch then has the same shape.
     """
     reporter = reporter or NULL
     output = Path(output)
@@ -134,6 +137,12 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     track = prepare_track(points, found, iris, smooth=smooth, relative=relative, source=person.points[0],
                           source_iris=src_iris, reference="neutral")
     drv_iris = track.iris if animator.uses_iris else None
+    if compile and len(track.points):
+        t = time.perf_counter()
+        with reporter.task("compile G (once per model and batch size)"):
+            animator.render(person, track.points[:batch_size], None if drv_iris is None else drv_iris[:batch_size],
+                            batch_size=batch_size, amp=amp, channels_last=channels_last, compile=True)
+        timings["compile"] = time.perf_counter() - t
     t_render = 0.0
     n = 0
     with VideoWriter(output, driver.fps, audio_from=driver.path if driver.is_video else None) as writer, \
@@ -147,7 +156,8 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
             idx = slice(n, n + len(batch))
             t = time.perf_counter()
             fakes = animator.render(person, track.points[idx], None if drv_iris is None else drv_iris[idx],
-                                    batch_size=len(batch), amp=amp, channels_last=channels_last)
+                                    batch_size=batch_size, amp=amp, channels_last=channels_last,
+                                    compile=compile)
             t_render += time.perf_counter() - t
             for j, (frame, fake) in enumerate(zip(batch, fakes)):
                 if paste:
