@@ -75,8 +75,8 @@ class TrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
-    amp: str = "none"                # "none" or "bf16" autocast
-    channels_last: bool = False
+    amp: str = "none"                # "none", "bf16" autocast, or "auto": bf16 where the device computes it natively
+    channels_last: bool | str = False  # or "auto": channels-last when amp resolves to bf16
     warp_source: str = "nearest"     # warp-guided G: which shot it warps in training, "nearest" or "random"
     flip: float = 0.0                # probability of mirroring an episode left-right (beyond the paper)
 
@@ -222,8 +222,10 @@ def check_ranges(cfg: Config) -> None:
         raise bad("train.flip", cfg.train.flip, "a probability in [0, 1]")
     if cfg.train.warp_source not in ("nearest", "random"):
         raise bad("train.warp_source", cfg.train.warp_source, "'nearest' or 'random'")
-    if cfg.train.amp not in ("none", "bf16", "fp32", ""):
-        raise bad("train.amp", cfg.train.amp, "none or bf16")
+    if cfg.train.amp not in ("none", "bf16", "fp32", "", "auto"):
+        raise bad("train.amp", cfg.train.amp, "none, bf16 or auto")
+    if cfg.train.channels_last not in (True, False, "auto"):
+        raise bad("train.channels_last", cfg.train.channels_last, "true, false or auto")
 
 
 def _merge(base: dict, update: dict) -> dict:

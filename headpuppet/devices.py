@@ -3,11 +3,13 @@
 ``auto`` (or nothing) picks ``cuda:<local_rank>`` when torch sees a CUDA device, else the CPU;
 ``cpu``, ``cuda`` and ``cuda:N`` are checked against what this machine has. Anything else, or a
 CUDA device that is not there, is a one-line :class:`~headpuppet.errors.HeadpuppetError`.
+:func:`native_bf16` says whether a device computes bf16 natively (what ``auto`` precisions pick).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .errors import HeadpuppetError
 
@@ -48,3 +50,20 @@ def resolve_device(device=None, local_rank: int = 0):
     if index >= count:
         raise DeviceError(f"--device {device}: this machine has {count} CUDA device(s), numbered from 0")
     return torch.device(f"cuda:{index}")
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA with bf16 support, or a CPU with AVX-512 BF16
+    or AMX (read from /proc/cpuinfo; False where that cannot be read)."""
+    import torch  # lazy, as above
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

@@ -329,6 +329,46 @@ def test_bf16_autocast_channels_last_and_loader_workers(dataset, pm_mod, tmp_pat
     assert all(p.dtype == torch.float32 for p in c.generator.parameters())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_trains_in_bf16_channels_last_only_where_bf16_is_native(dataset, pm_mod, tmp_path, monkeypatch,
+                                                                        native):
+    """train.amp / channels_last "auto" (the shipped warp-128 preset's): bf16 autocast and channels-last
+    where the device computes bf16 natively, fp32 and the default format elsewhere; said once, and the
+    run folder keeps "auto" (a resumed run decides again on its own machine)."""
+    from headpuppet.errors import ConfigError
+    from headpuppet.progress import Reporter
+    from headpuppet.training import loop, meta_train, steps
+
+    monkeypatch.setattr(steps, "native_bf16", lambda device: native)
+    formats, casts, infos = [], [], []
+    real_step = loop.train_step
+
+    def spy(nets, batch, *a, autocast=None, **kw):
+        formats.append(batch["target"].is_contiguous(memory_format=torch.channels_last))
+        with autocast():
+            casts.append(torch.is_autocast_enabled("cpu"))
+        return real_step(nets, batch, *a, autocast=autocast, **kw)
+
+    class Infos(Reporter):
+        def info(self, message):
+            infos.append(message)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    run = meta_train(tiny_config(steps=1, amp="auto", channels_last="auto", num_workers=0), dataset,
+                     out_root=tmp_path, pm=pm_mod, device="cpu", reporter=Infos())
+    assert formats == [native] and casts == [native]
+    assert [m for m in infos if "train.amp auto" in m] == [
+        f"train.amp auto, channels_last auto: training in {'bf16 autocast, channels-last' if native else 'fp32'} on cpu"]
+    assert "amp: auto" in (run / "config.yaml").read_text()
+    assert steps.resolve_amp("bf16", "auto", "cpu") == ("bf16", True)
+    assert steps.resolve_amp("none", True, "cpu") == ("none", True)
+    with pytest.raises(ConfigError, match="train.channels_last"):
+        tiny_config(channels_last="sometimes")
+    with pytest.raises(ConfigError, match="train.amp"):
+        tiny_config(amp="fp16")
+    assert load_config("warp-128").train.amp == "auto"  # the shipped preset
+
+
 def test_ema_warms_up_so_short_runs_do_not_keep_the_random_init(dataset, pm_mod, tmp_path):
     """With a fixed decay of 0.999, 6 steps would leave the EMA 99.4% at G's random init; the
     warm-up makes it follow G closely early on."""

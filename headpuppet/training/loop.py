@@ -47,7 +47,7 @@ from .losses import ContentLoss
 from .plots import plot_losses, sample_grid, save_grid
 from .resume import pick_checkpoint, restore_with_fallback, resume_config, seed_all, setting_changes
 from .runs import StatsWriter, describe, new_run_dir, read_stats
-from .steps import autocast_for, generate, train_step
+from .steps import autocast_for, generate, resolve_amp, train_step
 
 
 @dataclass
@@ -106,7 +106,13 @@ class MetaTrainer:
         check_batch_memory(cfg)
         for note in self._notes:
             self.reporter.warn(note)
-        self.autocast = autocast_for(self.device, tc.amp)
+        # train.amp / channels_last "auto": bf16 + channels-last where the device computes bf16 natively
+        self.amp, self.channels_last = resolve_amp(tc.amp, tc.channels_last, self.device)
+        if "auto" in (tc.amp, tc.channels_last):
+            self.reporter.info(f"train.amp {tc.amp}, channels_last {tc.channels_last}: training in "
+                               f"{'bf16 autocast' if self.amp == 'bf16' else 'fp32'}"
+                               f"{', channels-last' if self.channels_last else ''} on {self.device}")
+        self.autocast = autocast_for(self.device, self.amp)
         torch.set_float32_matmul_precision("high")
 
         # Perceptual weights are checked first: a missing VGG stops here, before any folder exists.
@@ -126,7 +132,7 @@ class MetaTrainer:
         seed_all(tc.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
         nets = build_networks(cfg, self.data.num_videos, pm)
         self.raw = nets
-        mf = torch.channels_last if tc.channels_last else torch.preserve_format
+        mf = torch.channels_last if self.channels_last else torch.preserve_format
         for _, m in nets.items():
             m.to(device=self.device, memory_format=mf)
         self.ema = None
@@ -176,7 +182,7 @@ class MetaTrainer:
         return sampler, loader
 
     def _to_device(self, batch: dict) -> dict:
-        mf = torch.channels_last if self.cfg.train.channels_last else torch.preserve_format
+        mf = torch.channels_last if self.channels_last else torch.preserve_format
         out = {}
         for k, v in batch.items():
             v = v.to(self.device, non_blocking=True)

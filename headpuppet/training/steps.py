@@ -36,6 +36,7 @@ from typing import Any, Callable
 import torch
 from torch.profiler import record_function
 
+from ..devices import native_bf16
 from ..errors import ConfigError
 from ..models.warp_generator import needs_source, source_kwargs
 from .distributed import unwrap
@@ -44,13 +45,28 @@ from .losses import adversarial_g, embedding_match, feature_matching, hinge_d, s
 Batch = dict[str, torch.Tensor]
 
 
+def resolve_amp(amp: str | None, channels_last: bool | str, device: torch.device | str) -> tuple[str, bool]:
+    """``(amp, channels_last)`` as training runs them: ``amp`` ``"auto"`` is ``"bf16"`` where the device
+    computes bf16 natively (:func:`headpuppet.devices.native_bf16`: AMX or AVX-512 BF16, CUDA with
+    bf16), else ``"none"``; ``channels_last`` ``"auto"`` follows it (channels-last with bf16: on CPU
+    the pair is what makes bf16 pay, ``bench/train.py``)."""
+    amp = "none" if amp in (None, "", "fp32") else amp
+    if amp == "auto":
+        amp = "bf16" if native_bf16(device) else "none"
+    if amp not in ("none", "bf16"):
+        raise ConfigError(f"train.amp must be 'none', 'bf16' or 'auto', got {amp!r}")
+    if channels_last == "auto":
+        channels_last = amp == "bf16"
+    return amp, bool(channels_last)
+
+
 def autocast_for(device: torch.device | str, amp: str = "none") -> Callable[[], Any]:
-    """A context factory: bf16 autocast when ``amp == "bf16"``, else a no-op."""
+    """A context factory: bf16 autocast when ``amp`` is (or resolves to, :func:`resolve_amp`) ``"bf16"``,
+    else a no-op."""
     device = torch.device(device)
-    if amp in (None, "none", "", "fp32"):
+    amp, _ = resolve_amp(amp, False, device)
+    if amp == "none":
         return nullcontext
-    if amp != "bf16":
-        raise ConfigError(f"train.amp must be 'none' or 'bf16', got {amp!r}")
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
