@@ -6,7 +6,7 @@ machine's own 3x3-convolution throughput measured in the same run; the bf16 fast
 from the fp32 plain path; on CPU and on CUDA when available.
 
     python bench/animate.py                      # everything that applies here
-    python bench/animate.py --models paper-256 --devices cpu --frames 8 --repeats 3
+    python bench/animate.py --models paper-256 --devices cpu --batch 1 --no-end-to-end   # issue 11's figure
 
 Prints one JSON object per line (notes go to stderr), each with ``machine``, ``cpus``, ``threads``,
 ``load`` (the load average: on a shared machine the figures depend on it), then ``model``,
@@ -19,14 +19,17 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
 - ``animate_generator``, per model, device and ``mode`` (fp32 plain, fp32 folded, fp32 folded
   ch_last, bf16 folded, bf16 folded ch_last, and fp32 / bf16 folded ch_last compiled, G through
   ``torch.compile`` as ``animate --compile`` runs it, unless ``--no-compile``; also as ``precision``,
-  ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (median of ``repeats``
-  after one warm-up), ``first_call_s`` (that warm-up: the compile for a compiled mode),
-  ``frames_per_s``, ``gflop_per_frame``
+  ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (below), ``first_call_s`` (the first call: the
+  compile for a compiled mode), ``frames_per_s``, ``gflop_per_frame``
   (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
   convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
-  ``pct_of_conv_peak`` = achieved / probe (probed just before and just after G, the higher taken: a
-  shared machine's speed drifts); ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the
-  faster of the two memory formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
+  ``pct_of_conv_peak`` = achieved / probe. A shared machine's speed drifts (here up to 2x within
+  seconds), so each mode runs ``--pairs`` pairs of "probe, then one G call", every G call set
+  against the probe just before it: ``pct_of_conv_peak`` is the median of the pairs' ratios (with
+  its ``pct_of_conv_peak_quartiles``), ``ms_per_frame`` the median G call (``ms_per_frame_min`` the
+  fastest) and ``conv_probe_gflops`` the median probe;
+  ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
+  formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
 - ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``): ``frames_per_s`` of the
   whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
@@ -94,38 +97,65 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, a
     return gen, y, person.psi.expand(batch, -1), src
 
 
-def time_generator(animator, person, batch: int, amp: str, channels_last: bool, repeats: int,
-                   fast: bool = False, compiled: bool = False) -> tuple[float, float]:
-    """``(ms per frame, first call s)``: the median of G alone (landmark images and source tensors
-    prepared outside the timed region) over ``repeats`` calls after the first; the first call's
-    seconds (a warm-up; with ``compiled``, the compile)."""
+def time_generator(animator, person, batch: int, amp: str, channels_last: bool, pairs: int,
+                   fast: bool = False, compiled: bool = False) -> tuple[list[tuple[float, float, float]], float]:
+    """``(pairs, first call s)``: after one warm-up call (with ``compiled``, the compile) and one more,
+    ``pairs`` times "probe the conv throughput of both memory formats, then one G call" ->
+    ``(ms per frame, probe GFLOP/s in G's format, the faster format's probe GFLOP/s)``. A shared
+    machine's speed drifts (here up to 2x within seconds): each G call is set against the probe taken
+    just before it. Landmark images and source tensors are prepared outside the timed region."""
     gen, y, psi, src = _gen_inputs(animator, person, batch, channels_last, fast, amp, compiled)
     dev = animator.device.type
-    times = []
-    first = 0.0
-    for i in range(repeats + 1):  # the first run warms up (allocations, kernels; compiles)
+
+    def once() -> float:
         sync(dev)
         t = time.perf_counter()
         with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp == "bf16"):
             gen(y, psi=psi, **src)
         sync(dev)
-        if i:
-            times.append(time.perf_counter() - t)
-        else:
-            first = time.perf_counter() - t
+        return time.perf_counter() - t
+
+    first = once()  # allocations, kernels; the compile
+    once()
+    out = []
+    for _ in range(pairs):
+        probe = {f: conv_probe(animator.device.type, amp, f, repeats=3) for f in (False, True)}
+        out.append((1000 * once() / batch, probe[channels_last], max(probe.values())))
     if not fast:
         gen.to(memory_format=torch.contiguous_format)  # the model itself, as it was
-    return 1000 * float(np.median(times)) / batch, first
+    return out, first
 
 
 def generator_gflop(animator, person, batch: int) -> float:
-    """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP."""
+    """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP.
+
+    torch's FLOP counter counts convolutions and matmuls but not (in torch 2.13) the CPU's fused
+    attention kernel, so attention is counted here from its own sizes: q k^T with C/8 query and key
+    channels, then the C/2 value channels, per :class:`headpuppet.models.blocks.SelfAttention` call.
+    The zeros that pad q and k to the value's size for the fused kernel are work the machine does,
+    not model FLOPs. Whatever the counter gives for attention ops is replaced by that figure."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from headpuppet.models.blocks import SelfAttention
+
     gen, y, psi, src = _gen_inputs(animator, person, batch, False, True)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        gen(y, psi=psi, **src)
-    return counter.get_total_flops() / batch / 1e9
+    attention = []
+
+    def hook(module, inputs, output):
+        b, _, h, w = inputs[0].shape
+        qk, vc = module.query.out_channels, module.value.out_channels
+        attention.append(2 * b * (h * w) ** 2 * (qk + vc))  # q k^T and attn v; 2 FLOPs a multiply-add
+
+    handles = [m.register_forward_hook(hook) for m in gen.modules() if isinstance(m, SelfAttention)]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            gen(y, psi=psi, **src)
+    finally:
+        for h in handles:
+            h.remove()
+    counted_attention = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items()
+                            if "scaled_dot_product" in str(op))
+    return (counter.get_total_flops() - counted_attention + sum(attention)) / batch / 1e9
 
 
 def conv_probe(device: str, amp: str, channels_last: bool, repeats: int = 5) -> float:
@@ -180,7 +210,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["demo", "paper-256"])
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--batch", type=int, default=8, help="frames per G pass")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=15, help="probe-then-G pairs per mode (medians reported)")
     ap.add_argument("--frames", type=int, default=16, help="driver frames for the end-to-end figure")
     ap.add_argument("--source", default=str(FACES / "photos" / "fr_obama.jpg"))
     ap.add_argument("--driver", default=str(FACES / "videos" / "dtk_m030_happy.mp4"))
@@ -219,7 +249,7 @@ def main() -> None:
         note(f"# end to end: source {Path(args.source).name}, driver first {driver.num_frames} frames of "
              f"{Path(args.driver).name} ({driver.width}x{driver.height}), relative mode, smoothing on, "
              f"mediapipe landmarks, H.264 encode; batch {args.batch}")
-    note(f"# G alone: batch {args.batch}, median of {args.repeats} after one warm-up, ms per frame")
+    note(f"# G alone: batch {args.batch}, {args.pairs} pairs of (conv probe, one G call) after two warm-ups")
     for name in args.models:
         for device in devices:
             animator, weights = build_animator(name, device, pm)
@@ -239,27 +269,25 @@ def main() -> None:
                 precision = "fp32" if amp == "none" else "bf16"
                 mode = (precision + (" folded" if fast else " plain") + (" ch_last" if cl else "")
                         + (" compiled" if comp else ""))
-                row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl, compiled=comp,
-                           repeats=args.repeats)
+                row = dict(cfg, mode=mode, precision=precision, folded=fast, channels_last=cl, compiled=comp)
                 try:
-                    # the machine's own conv throughput in this precision, both memory formats, just
-                    # before and just after G (a shared machine's speed drifts): the higher of the two
-                    before = {f: conv_probe(device, amp, f, repeats=10) for f in (False, True)}
-                    ms, first_s = time_generator(animator, person, args.batch, amp, cl, args.repeats, fast=fast,
-                                                 compiled=comp)
-                    peaks = {(amp, f): max(before[f], conv_probe(device, amp, f, repeats=10)) for f in (False, True)}
+                    pairs, first = time_generator(animator, person, args.batch, amp, cl, args.pairs,
+                                                  fast=fast, compiled=comp)
                 except Exception as exc:  # e.g. a CPU without bf16 kernels for some op; no C++ compiler
                     emit("animate_generator", config(**row, error=str(exc).splitlines()[0]))
                     continue
-                achieved = gflop / (ms / 1000)
+                ms = float(np.median([x[0] for x in pairs]))
+                pct = [100 * gflop / (x[0] / 1000) / x[1] for x in pairs]
+                pct_best = [100 * gflop / (x[0] / 1000) / x[2] for x in pairs]
                 emit("animate_generator", config(
-                    **row, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
-                    first_call_s=round(first_s, 2), gflop_per_frame=round(gflop, 3),
-                    achieved_gflops=round(achieved, 1),
-                    conv_probe_gflops=round(peaks[(amp, cl)], 1),
-                    pct_of_conv_peak=round(100 * achieved / peaks[(amp, cl)], 1),
-                    best_conv_probe_gflops=round(max(peaks[(amp, False)], peaks[(amp, True)]), 1),
-                    pct_of_best_conv_peak=round(100 * achieved / max(peaks[(amp, False)], peaks[(amp, True)]), 1)))
+                    **row, pairs=args.pairs, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
+                    ms_per_frame_min=round(min(x[0] for x in pairs), 2), first_call_s=round(first, 2),
+                    gflop_per_frame=round(gflop, 3), achieved_gflops=round(gflop / (ms / 1000), 1),
+                    conv_probe_gflops=round(float(np.median([x[1] for x in pairs])), 1),
+                    pct_of_conv_peak=round(float(np.median(pct)), 1),
+                    pct_of_conv_peak_quartiles=[round(float(q), 1) for q in np.percentile(pct, [25, 75])],
+                    best_conv_probe_gflops=round(float(np.median([x[2] for x in pairs])), 1),
+                    pct_of_best_conv_peak=round(float(np.median(pct_best)), 1)))
                 if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(

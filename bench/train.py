@@ -17,8 +17,9 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
 ``load``:
 
 - ``train_step``: the configuration (``preset``, ``size``, ``ch``, ``max_ch``, ``emb_dim``, ``batch``,
-  ``k_shots``, ``discriminator``, ``device``, ``device_name``, ``torch``, ``precision``,
-  ``channels_last``, ``content_loss``, ``params_m`` of E, G, D), then ``warmup``, ``steps``, every
+  ``k_shots``, ``discriminator``, ``device``, ``device_name``, ``torch``, ``setting`` (the config's
+  ``train.amp`` and ``train.channels_last``), ``precision`` and ``channels_last`` (what they resolved to
+  here, as meta-train resolves them), ``content_loss``, ``params_m`` of E, G, D), then ``warmup``, ``steps``, every
   timed step's seconds (``step_s``), ``step_s_median``, ``samples_per_s`` (episodes of K+1 frames),
   and unless ``--no-flops``: ``gflop_per_sample``, ``achieved_tflops``, ``peak_tflops`` and
   ``pct_of_peak`` (null without ``--peak-tflops``);
@@ -28,6 +29,8 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
 Usage::
 
     python bench/train.py                                   # small-128 on CPU
+    python bench/train.py --preset warp-128 --perceptual preset --steps 15  # the shipped preset, its precision
+    python bench/train.py --preset warp-128 --perceptual preset --amp none --no-channels-last  # in fp32
     python bench/train.py --preset paper-256 --device cuda --amp bf16 --peak-tflops 989
     python bench/train.py --steps 1 --warmup 0 --batch-size 1 --k-shots 1 --no-flops   # a quick check
 """
@@ -74,8 +77,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--k-shots", type=int, default=None)
-    ap.add_argument("--amp", default="none", choices=["none", "bf16"])
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--amp", default="preset", choices=["preset", "none", "bf16", "auto"],
+                    help="default: the preset's train.amp (warp-128: auto, bf16 where the device computes it natively)")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="default: the preset's train.channels_last (auto: with bf16)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--perceptual", default="auto", choices=["auto", "preset", "laplacian-pyramid"])
     ap.add_argument("--videos", type=int, default=4)
@@ -92,7 +97,7 @@ def main() -> None:
     from headpuppet.plugins import make_plugin_manager
     from headpuppet.devices import resolve_device
     from headpuppet.testing import make_dataset
-    from headpuppet.training.steps import autocast_for, train_step
+    from headpuppet.training.steps import autocast_for, resolve_amp, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,7 +108,12 @@ def main() -> None:
         cfg.train.batch_size = args.batch_size
     if args.k_shots:
         cfg.train.k_shots = args.k_shots
-    cfg.train.amp, cfg.train.channels_last = args.amp, args.channels_last
+    if args.amp != "preset":
+        cfg.train.amp = args.amp
+    if args.channels_last is not None:
+        cfg.train.channels_last = args.channels_last
+    amp_setting = f"amp {cfg.train.amp}, channels_last {cfg.train.channels_last}"
+    args.amp, args.channels_last = resolve_amp(cfg.train.amp, cfg.train.channels_last, device)  # as meta-train runs
     pm = make_plugin_manager()
 
     perceptual = "preset"
@@ -172,7 +182,8 @@ def main() -> None:
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     conf = dict(preset=preset, size=S, ch=m.ch, max_ch=m.max_ch, emb_dim=m.emb_dim, batch=B, k_shots=K,
                 discriminator=m.discriminator, device=str(device), device_name=dev, torch=torch.__version__,
-                precision="bf16" if args.amp == "bf16" else "fp32", channels_last=args.channels_last,
+                setting=amp_setting, precision="bf16" if args.amp == "bf16" else "fp32",
+                channels_last=args.channels_last,
                 content_loss=perceptual, params_m={"E": round(count_parameters(nets.embedder) / 1e6, 3),
                                                    "G": round(count_parameters(nets.generator) / 1e6, 3),
                                                    "D": round(count_parameters(nets.discriminator) / 1e6, 3)})
