@@ -16,6 +16,6 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no C
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python bench/train.py --preset paper-256 --device cuda --amp bf16 --channels-last --steps 300 --warmup 10 \
   --peak-tflops "$PEAK" 2> >(tee "$OUT/train.log" >&2) | tee "$OUT/train.jsonl"
-python bench/animate.py --models paper-256 demo --devices cuda --batch 64 --frames 256 --repeats 5 \
+python bench/animate.py --models paper-256 demo --devices cuda --batch 64 --frames 256 --pairs 10 --no-compile \
   2> >(tee "$OUT/animate.log" >&2) | tee "$OUT/animate.jsonl"
 python -m pytest -q -m gpu 2>&1 | tee "$OUT/tests.txt"
