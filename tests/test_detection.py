@@ -81,3 +81,48 @@ def test_several_detectors_give_one_detectors_faces():
     expected = [i % BLOCK_FRAMES + 1 for i in range(len(frames)) if i not in (3, BLOCK_FRAMES)]
     assert seen == expected
     assert sum(bool(d.threads) for d in dets) >= 2  # the work was shared
+
+
+class _WithOneFace(_Counting):
+    """A detector that offers ``one_face()``: a copy that reports one face (marked by its size) and
+    counts the frames it was given."""
+
+    def __init__(self, faces=1, single=False):
+        super().__init__()
+        self.faces, self.single, self.calls, self.closed = faces, single, 0, False
+        self.made: list["_WithOneFace"] = []
+
+    def one_face(self):
+        one = _WithOneFace(single=True)
+        self.made.append(one)
+        return one
+
+    def close(self):
+        self.closed = True
+
+    def detect(self, frame):
+        self.calls += 1
+        found = super().detect(frame)
+        if not found or self.single:
+            return found[:1]                     # the small face: tells which detector found it
+        return found[1:] if frame[0, 0, 2] % 2 else found  # odd blue: one face, even: two
+
+
+def test_blocks_that_start_with_one_face_go_on_with_the_one_face_detector():
+    frames = _frames(3 * BLOCK_FRAMES)
+    frames[BLOCK_FRAMES][0, 0, 0] = 7  # (_frames leaves that frame without a face)
+    for i, f in enumerate(frames):  # block 0 and 2 open on one face, block 1 on two
+        f[0, 0, 2] = 1 if i in (0, 2 * BLOCK_FRAMES) else (2 if i == BLOCK_FRAMES else f[0, 0, 2])
+    dets = [_WithOneFace(), _WithOneFace()]
+    out = list(detect_frames(frames, dets))
+    small = [face is not None and np.ptp(face.points[:, 0]) < 3 for _, face in out]
+    for b in (0, 2):  # first frame from the detector that looks for all faces, the rest from the one-face copy
+        block = small[b * BLOCK_FRAMES:(b + 1) * BLOCK_FRAMES]
+        assert not block[0] and all(block[i] for i in range(1, BLOCK_FRAMES) if out[b * BLOCK_FRAMES + i][1] is not None)
+    assert not any(small[BLOCK_FRAMES:2 * BLOCK_FRAMES])  # opened on two faces: the largest, all block long
+    ones = [o for d in dets for o in d.made]
+    assert len(ones) == 2 and all(o.closed for o in ones)  # one copy per detector, closed at the end
+    assert sum(o.calls for o in ones) == 2 * BLOCK_FRAMES  # started on the first frame too
+    # the result still does not depend on the number of detectors
+    again = list(detect_frames(frames, [_WithOneFace()]))
+    assert all((a is None and b is None) or np.array_equal(a.points, b.points) for (_, a), (_, b) in zip(out, again))

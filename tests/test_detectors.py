@@ -113,6 +113,47 @@ def test_video_tracking_and_reset(shared_video):
         det.close()
 
 
+def test_reset_and_one_face_give_the_landmarks_of_a_fresh_detector(shared_video):
+    """reset() starts a new run of the same graph: the landmarks a new detector gives. one_face(),
+    which tracks one face without looking for more in every frame, finds the same landmarks on a
+    video of one person, and detect_frames uses it after a block's first frame."""
+    from headpuppet.media.detection import detect_frames
+
+    frames = _video_frames(shared_video, 40)
+    pm = make_plugin_manager()
+    det = registry(pm, "landmarks").create("mediapipe")
+    one = det.one_face()
+    try:
+        assert one.max_faces == 1 and det.max_faces > 1 and one.has_iris == det.has_iris
+
+        def track(d):
+            return np.stack([d.detect(f)[0].points for f in frames])
+
+        first = track(det)
+        det.reset()
+        fresh = registry(pm, "landmarks").create("mediapipe")
+        try:
+            assert np.array_equal(track(det), first) and np.array_equal(track(fresh), first)
+        finally:
+            fresh.close()
+        single = track(one)
+        iod = np.linalg.norm(first[:, 45] - first[:, 36], axis=1).mean()
+        assert np.abs(single - first).max() < 0.02 * iod
+
+
+        class AllFaces:  # the same detector without one_face(): every frame looks for every face
+            name, has_iris = det.name, det.has_iris
+            detect, reset = det.detect, det.reset
+
+        blocked = np.stack([face.points for _, face in detect_frames(frames, [det])])
+        plain = np.stack([face.points for _, face in detect_frames(frames, [AllFaces()])])
+        assert np.array_equal(blocked[0], plain[0])             # a block's first frame: the same detector
+        assert np.abs(blocked - plain).max() < 0.002 * iod
+    finally:
+        det.close()
+        one.close()
+
+
 @pytest.mark.parametrize("kind", ["flat", "noise"])
 def test_no_face_returns_empty_list(photo_detector, kind):
     rng = np.random.default_rng(0)

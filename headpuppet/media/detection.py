@@ -68,19 +68,39 @@ def detect_frames(frames: Iterable[np.ndarray], detectors: Sequence[Any],
     """``(frame, its largest face or None)`` for every frame, in order, with one thread per detector.
 
     Each block of ``block`` frames runs on whichever detector is free, reset first (see the module
-    docstring), so the result does not depend on the number of detectors."""
+    docstring), so the result does not depend on the number of detectors. Where a detector offers
+    ``one_face()`` (:class:`headpuppet.protocols.LandmarkDetector`) and a block's first frame shows
+    exactly one face, the rest of the block goes to that one-face detector, reset and started on
+    the same first frame: a tracker that looks for one face only is cheaper. A block that starts with several faces (or none) stays
+    on the detector that looks for all of them."""
     free: queue.SimpleQueue = queue.SimpleQueue()
+    singles = []
     for d in detectors:
-        free.put(d)
+        one = d.one_face() if callable(getattr(d, "one_face", None)) else None
+        singles += [one] if one is not None else []
+        free.put((d, one))
 
     def detect_block(frames_: list[np.ndarray]) -> tuple[list[np.ndarray], list[Face | None]]:
-        det = free.get()
+        det, one = free.get()
         try:
             if hasattr(det, "reset"):
                 det.reset()
-            return frames_, [largest_face(faces) if (faces := det.detect(f)) else None for f in frames_]
+            first = det.detect(frames_[0])
+            rest = det
+            if one is not None and len(first) == 1 and len(frames_) > 1:
+                if hasattr(one, "reset"):
+                    one.reset()
+                one.detect(frames_[0])  # its track starts where the other's did: the same landmarks after
+                rest = one
+            return frames_, [largest_face(first)] + [largest_face(faces) if (faces := rest.detect(f)) else None
+                                                     for f in frames_[1:]]
         finally:
-            free.put(det)
+            free.put((det, one))
 
-    for frames_, faces in ordered_map(detect_block, blocks(frames, block), len(detectors)):
-        yield from zip(frames_, faces)
+    try:
+        for frames_, faces in ordered_map(detect_block, blocks(frames, block), len(detectors)):
+            yield from zip(frames_, faces)
+    finally:
+        for one in singles:
+            if callable(getattr(one, "close", None)):
+                one.close()
