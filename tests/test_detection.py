@@ -126,3 +126,35 @@ def test_blocks_that_start_with_one_face_go_on_with_the_one_face_detector():
     # the result still does not depend on the number of detectors
     again = list(detect_frames(frames, [_WithOneFace()]))
     assert all((a is None and b is None) or np.array_equal(a.points, b.points) for (_, a), (_, b) in zip(out, again))
+
+
+def test_one_face_copies_are_closed_after_the_running_blocks_when_the_reader_stops_early():
+    """A reader that stops after a few frames: the pool's running blocks finish before the copies close."""
+    events = []
+
+    class Slow(_WithOneFace):
+        def one_face(self):
+            one = _SlowOne(single=True)
+            self.made.append(one)
+            return one
+
+    class _SlowOne(_WithOneFace):
+        def detect(self, frame):
+            time.sleep(0.002)
+            events.append("detect-after-close" if self.closed else "detect")
+            return super().detect(frame)
+
+        def close(self):
+            events.append("close")
+            super().close()
+
+    frames = _frames(6 * BLOCK_FRAMES)
+    for f in frames:
+        f[0, 0, 2] = 1  # one face everywhere
+    dets = [Slow(), Slow()]
+    gen = detect_frames(frames, dets)
+    for _ in range(3):
+        next(gen)
+    gen.close()
+    assert events.count("close") == 2 and "detect-after-close" not in events
+    assert events[-2:] == ["close", "close"]

@@ -71,8 +71,9 @@ def detect_frames(frames: Iterable[np.ndarray], detectors: Sequence[Any],
     docstring), so the result does not depend on the number of detectors. Where a detector offers
     ``one_face()`` (:class:`headpuppet.protocols.LandmarkDetector`) and a block's first frame shows
     exactly one face, the rest of the block goes to that one-face detector, reset and started on
-    the same first frame: a tracker that looks for one face only is cheaper. A block that starts with several faces (or none) stays
-    on the detector that looks for all of them."""
+    the same first frame: a tracker that looks for one face only is cheaper. A block that starts
+    with several faces (or none) stays on the detector that looks for all of them. The one-face
+    copies are closed at the end, once no block is running on them."""
     free: queue.SimpleQueue = queue.SimpleQueue()
     singles = []
     for d in detectors:
@@ -97,10 +98,12 @@ def detect_frames(frames: Iterable[np.ndarray], detectors: Sequence[Any],
         finally:
             free.put((det, one))
 
+    results = ordered_map(detect_block, blocks(frames, block), len(detectors))
     try:
-        for frames_, faces in ordered_map(detect_block, blocks(frames, block), len(detectors)):
+        for frames_, faces in results:
             yield from zip(frames_, faces)
     finally:
+        results.close()  # waits for the blocks still running (the pool shuts down) before closing
         for one in singles:
             if callable(getattr(one, "close", None)):
                 one.close()
