@@ -8,17 +8,19 @@ Prints JSON lines, each with the machine, thread count and load average:
 - ``startup``: ``headpuppet --help`` (the CLI's start-up) and, in a fresh process, ``import headpuppet``
   plus ``headpuppet.load_model()`` (the default model ready to render), medians of ``--repeats``,
   next to ``import torch`` alone (the floor under the latter);
-- ``end_to_end``, twice: with animate's default fine-tuning on the photo (``finetune_steps``
-  "default") and without (0); ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh
+- ``end_to_end``, ``--rounds`` times each: with animate's default fine-tuning on the photo
+  (``finetune_steps`` "default") and without (0); ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh
   process, its wall time from start-up to the written video, split into ``person_s`` (model load,
   the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's), ``render_s`` (G)
   and ``rest_s`` (start-up, encoding),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
-  default precision, batch 8, measured in this process) plus one ffmpeg run that decodes the driver
+  default precision, batch 8, measured in this process just before) plus one ffmpeg run that decodes the driver
   and encodes a video of the output's size. ``ratio`` = wall / reference; the goal is <= 1.5.
   The landmark pass (face detection on every driver frame) is part of the wall time and not of the
   reference, so it is printed on its own (``landmarks_s``), with G's share in the run (``render_s``).
+  G alone is timed again just before each run (this machine's speed drifts between minutes);
+- ``end_to_end_summary`` per mode: ``ratio_median``, ``ratio_min``, ``ratio_max`` over the rounds.
 
 The driver is a shared face video looped to ``--seconds`` and scaled to ``--size`` px (made once, in
 a temporary folder).
@@ -143,7 +145,9 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=FACES / "videos" / "dtk_m030_happy.mp4")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="start-up timings (medians)")
+    ap.add_argument("--rounds", type=int, default=2, help="end-to-end runs per mode, each after its own "
+                    "G-alone timing")
     args = ap.parse_args()
     for p in (args.photo, args.video):
         if not p.is_file():
@@ -153,9 +157,22 @@ def main() -> None:
         driver = make_driver(args.video, args.seconds, args.size, Path(tmp))
         from headpuppet.media.video import probe
 
-        g_s, precision = generator_seconds(probe(driver).num_frames, args.photo)
-        for steps in (None, 0):  # animate's default (fine-tuning on the photo), and without it
-            print(json.dumps(end_to_end(args.photo, driver, Path(tmp), steps, g_s, precision)), flush=True)
+        frames = probe(driver).num_frames
+        rows: dict = {None: [], 0: []}
+        for _ in range(args.rounds):
+            for steps in (None, 0):  # animate's default (fine-tuning on the photo), and without it
+                # G alone just before each run: this machine's speed drifts between minutes
+                g_s, precision = generator_seconds(frames, args.photo)
+                row = end_to_end(args.photo, driver, Path(tmp), steps, g_s, precision)
+                rows[steps].append(row)
+                print(json.dumps(row), flush=True)
+        for steps, runs in rows.items():
+            ratios = [r["ratio"] for r in runs]
+            print(json.dumps({"figure": "end_to_end_summary", **config(finetune_steps=runs[0]["finetune_steps"],
+                                                                       rounds=len(runs)),
+                              "ratio_median": round(statistics.median(ratios), 2), "ratio_min": min(ratios),
+                              "ratio_max": max(ratios), "wall_s": [r["wall_s"] for r in runs],
+                              "reference_s": [r["reference_s"] for r in runs], "goal_ratio": 1.5}), flush=True)
 
 
 if __name__ == "__main__":
