@@ -19,8 +19,8 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
 - ``animate_generator``, per model, device and ``mode`` (fp32 plain, fp32 folded, fp32 folded
   ch_last, bf16 folded, bf16 folded ch_last, and fp32 / bf16 folded ch_last compiled, G through
   ``torch.compile`` as ``animate --compile`` runs it, unless ``--no-compile``; also as ``precision``,
-  ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (below), ``first_call_s`` (the first call: the
-  compile for a compiled mode), ``frames_per_s``, ``gflop_per_frame``
+  ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (below), ``first_call_s``
+  (the first call: the compile for a compiled mode), ``frames_per_s``, ``gflop_per_frame``
   (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
   convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
   ``pct_of_conv_peak`` = achieved / probe. A shared machine's speed drifts (here up to 2x within
@@ -30,8 +30,8 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   fastest) and ``conv_probe_gflops`` the median probe;
   ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
   formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
-- ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``): ``frames_per_s`` of the
-  whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
+- ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``):
+  ``frames_per_s`` of the whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
 
 Random weights do not change the cost of a forward pass, so they are fine for timing.
