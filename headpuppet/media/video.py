@@ -316,8 +316,8 @@ class VideoWriter:
                 raise MediaError(f"{self.path}: no frames were written, so no video was made")
             try:
                 gen.close()  # waits for ffmpeg to finish the file
-            except Exception as exc:
-                raise MediaError(f"{self.path}: ffmpeg failed to finish the video ({_first_line(exc)})") from None
+            except Exception as err:  # not ``exc``: that is __exit__'s own argument
+                raise MediaError(f"{self.path}: ffmpeg failed to finish the video ({_first_line(err)})") from None
             if not self._tmp.exists():
                 raise MediaError(f"{self.path}: ffmpeg wrote no file (is the extension a video container?)")
             result = self._tmp
