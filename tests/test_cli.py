@@ -22,6 +22,23 @@ def test_help_lists_the_pipeline_and_management_commands():
     assert "Pipeline" in out
 
 
+def test_every_commands_help_shows_its_bracketed_defaults():
+    """A help text's "[default: ...]" must be escaped for rich ("\\[default: ..."), or rich takes it
+    for markup and drops it: `evaluate --help` lost five of them that way."""
+    import re
+    from pathlib import Path
+
+    app = build_app(make_plugin_manager())
+    cli = Path(__file__).resolve().parents[1] / "headpuppet" / "cli"
+    unescaped = [f"{p.name}:{n}" for p in sorted(cli.glob("*.py"))
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"(?<!\\\\)\[default:", line)]
+    assert unescaped == []
+    out = " ".join(strip_ansi(CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "250"}).output).split())
+    for text in ("[default: ff,ft]", "[default: copy, warp]", "[default: every registered one]",
+                 "[default: the checkpoint's config]"):
+        assert text in out
+
+
 def test_version():
     result = CliRunner().invoke(build_app(make_plugin_manager()), ["--version"])
     assert result.exit_code == 0

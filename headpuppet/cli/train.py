@@ -60,10 +60,10 @@ def register(app: typer.Typer, state) -> None:
         batch_size: int = typer.Option(None, "--batch-size", min=1, help="Episodes per step per process."),
         k_shots: int = typer.Option(None, "--k-shots", min=1, help="Frames per episode for the embedder (K)."),
         amp: str = typer.Option(None, "--amp", help="Mixed precision: none, bf16 (autocast) or auto (bf16 "
-                                                     "where the device computes it natively) \[default: the "
+                                                     "where the device computes it natively) \\[default: the "
                                                      "preset's train.amp]."),
         channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
-                                           help="channels_last memory format \[default: the preset's "
+                                           help="channels_last memory format \\[default: the preset's "
                                                 "train.channels_last; auto: with bf16]."),
         ema: float = typer.Option(None, "--ema", callback=_check_ema, help="Keep a moving average of G's weights with this decay "
                                                       "(e.g. 0.999); 0 turns it off."),
