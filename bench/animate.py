@@ -93,7 +93,7 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, a
         y = y.contiguous(memory_format=torch.channels_last)
     src = animator.source_kwargs(gen, person, pts)
     if compiled:
-        gen = animator._compiled(gen, amp == "bf16", channels_last)[1]
+        gen = animator._compiled(gen, amp == "bf16", channels_last).fn
     return gen, y, person.psi.expand(batch, -1), src
 
 

@@ -373,7 +373,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     assert np.array_equal(out, eager)
     warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
     assert len(warnings) == 1 and "g++ not found" in warnings[0] and "\n" not in warnings[0]
-    assert animator._compile_cache[(False, True)][1] is None     # eager from now on, no retry per chunk
+    assert animator._compile_cache[(False, True)].fn is None     # eager from now on, no retry per chunk
 
 
 @pytest.mark.slow
@@ -386,7 +386,7 @@ def test_torch_compile_render_matches_the_eager_fast_path(tmp_path, astronaut, g
     plain = animator.render(person, pts, batch_size=4, amp="fp32", fast=False).astype(int)
     for amp in ("fp32", "bf16"):
         compiled = animator.render(person, pts, batch_size=4, amp=amp, compile=True).astype(int)
-        assert animator._compile_cache[(amp == "bf16", True)][2] == "ok"  # it compiled, no fallback
+        assert animator._compile_cache[(amp == "bf16", True)].ok  # it compiled, no fallback
         d = np.abs(compiled - plain)
         if amp == "fp32":
             assert d.max() <= 2

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -85,7 +87,7 @@ class Animator:
         self.num_videos = num_videos
         self.precision = resolve_precision(precision, self.device)
         self._fold_cache: dict[tuple, tuple] = {}
-        self._compile_cache: dict[tuple, list] = {}
+        self._compile_cache: dict[tuple, _CompiledG] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -234,7 +236,7 @@ class Animator:
             p = points[i:i + batch_size]
             ir = None if iris is None else iris[i:i + batch_size]
             n = len(p)
-            if compiled is not None and compiled[1] is not None and n < batch_size:
+            if compiled is not None and compiled.fn is not None and n < batch_size:
                 p = _pad_rows(p, batch_size)
                 ir = None if ir is None else _pad_rows(ir, batch_size)
             y = self.landmark_images(p, ir)                                   # (b, 3, S, S)
@@ -243,21 +245,20 @@ class Animator:
             psi = person.psi.to(self.device).expand(len(p), -1)  # (b, P)
             src = self.source_kwargs(gen, person, p)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                fake = _run_compiled(compiled, y, psi, src) if compiled is not None else None
+                fake = compiled.run(y, psi, src) if compiled is not None else None
                 if fake is None:
                     fake = gen(y, psi=psi, **src)                    # (b, 3, S, S) in [-1, 1]
             out.append(to_uint8(fake[:n].float()))
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
 
-    def _compiled(self, folded: torch.nn.Module, bf16: bool, channels_last: bool) -> list:
-        """``[folded, compiled, state]``: :func:`torch.compile` of the folded G (inductor, with its
-        weights frozen into the graph as constants, static shapes), made once per folded copy (a
-        fine-tuned G is a new copy) and compiled on its first call; ``compiled`` becomes None there
-        when compiling fails, and G then runs eagerly (see :func:`_run_compiled`)."""
+    def _compiled(self, folded: torch.nn.Module, bf16: bool, channels_last: bool) -> "_CompiledG":
+        """:func:`torch.compile` of the folded G (inductor, with its weights frozen into the graph as
+        constants, static shapes), made once per folded copy (a fine-tuned G is a new copy) and
+        compiled on its first call (:meth:`_CompiledG.run`)."""
         key = (bf16, channels_last)
         hit = self._compile_cache.get(key)
-        if hit is None or hit[0] is not folded:
-            hit = [folded, torch.compile(folded, dynamic=False, options={"freezing": True}), "new"]
+        if hit is None or hit.folded is not folded:
+            hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
             self._compile_cache[key] = hit
         return hit
 
@@ -313,24 +314,33 @@ def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)]) if len(a) < n else a
 
 
-def _run_compiled(entry: list, y: torch.Tensor, psi: torch.Tensor, src: dict) -> torch.Tensor | None:
-    """The compiled G of ``entry`` (:meth:`Animator._compiled`) on one chunk; None where there is
-    none. Its first call compiles; if that fails, the reason is logged on one line and the entry
-    falls back to eager G for good (errors after a first success are real errors and propagate)."""
-    if entry[1] is None:
-        return None
-    if entry[2] == "ok":
-        return entry[1](y, psi=psi, **src)
-    try:
-        out = entry[1](y, psi=psi, **src)
-    except Exception as exc:  # noqa: BLE001 - any compiler failure: render eagerly instead
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("torch.compile could not compile G (%s: %s); rendering without it",
-                    type(exc).__name__, first[:200])
-        entry[1] = None
-        return None
-    entry[2] = "ok"
-    return out
+@dataclass
+class _CompiledG:
+    """A folded G and its :func:`torch.compile` (``fn``; None once compiling has failed); ``ok`` once a
+    call has succeeded, i.e. once it has compiled."""
+
+    folded: torch.nn.Module
+    fn: Callable | None
+    ok: bool = False
+
+    def run(self, y: torch.Tensor, psi: torch.Tensor, src: dict) -> torch.Tensor | None:
+        """The compiled G on one chunk; None where there is none. Its first call compiles; if that
+        fails, the reason is logged on one line and G runs eagerly from then on (errors after a
+        first success are real errors and propagate)."""
+        if self.fn is None:
+            return None
+        if self.ok:
+            return self.fn(y, psi=psi, **src)
+        try:
+            out = self.fn(y, psi=psi, **src)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: render eagerly instead
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("torch.compile could not compile G (%s: %s); rendering without it",
+                        type(exc).__name__, first[:200])
+            self.fn = None
+            return None
+        self.ok = True
+        return out
 
 
 def resolve_precision(precision: str | None, device: torch.device | str) -> str:
