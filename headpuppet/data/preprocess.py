@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HeadpuppetError
+from ..media.detection import close_detector
 from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from .discover import Item, assign_ids, discover, shard_items
@@ -151,11 +152,11 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
                     for it in todo:
                         record(run_one(it, [det, *extra], cfg))
                 else:
-                    _close(det)  # each worker process loads its own
+                    close_detector(det)  # each worker process loads its own
                     run_pool(todo, pm, detector, cfg, workers, record)
     finally:
         for d in [det, *extra]:
-            _close(d)
+            close_detector(d)
 
     if preview:
         try:
@@ -164,12 +165,3 @@ def preprocess(inputs: list[Path], out: Path, size: int = 256, every: int = 1, m
             reporter.warn(f"no preview: {exc}")
     summary.seconds = time.perf_counter() - t_start
     return summary
-
-
-def _close(det) -> None:
-    close = getattr(det, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import HeadpuppetError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
-from ..media.detection import detect_frames, detection_threads
+from ..media.detection import close_detector, detect_frames, detection_threads
 from ..media.video import VideoWriter
 from ..progress import NULL, Reporter
 from .animator import Animator
@@ -130,8 +130,7 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
         points, found, iris, box = track_driver(driver, [detector, *extra], animator.size, reporter)
     finally:
         for d in extra:
-            if callable(getattr(d, "close", None)):
-                d.close()
+            close_detector(d)
     timings["landmarks"] = time.perf_counter() - t0
     src_iris = person.iris[0] if person.iris is not None else None
     track = prepare_track(points, found, iris, smooth=smooth, relative=relative, source=person.points[0],

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..protocols import Face, largest_face
 
-__all__ = ["BLOCK_FRAMES", "blocks", "ordered_map", "detect_frames", "detection_threads"]
+__all__ = ["BLOCK_FRAMES", "blocks", "ordered_map", "detect_frames", "detection_threads", "close_detector"]
 
 #: frames per detection block; each block starts from a reset detector
 BLOCK_FRAMES = 32
@@ -34,6 +34,17 @@ def detection_threads(limit: int = 4) -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, limit))
+
+
+def close_detector(det) -> None:
+    """``det.close()`` where the detector has one; best effort (a failure to close is not the error
+    worth reporting, and it runs in ``finally`` blocks where it would hide the one that is)."""
+    close = getattr(det, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
 
 
 def blocks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -105,5 +116,4 @@ def detect_frames(frames: Iterable[np.ndarray], detectors: Sequence[Any],
     finally:
         results.close()  # waits for the blocks still running (the pool shuts down) before closing
         for one in singles:
-            if callable(getattr(one, "close", None)):
-                one.close()
+            close_detector(one)
