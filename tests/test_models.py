@@ -343,3 +343,93 @@ def test_avg_pool2_is_average_pooling_with_its_gradient():
         torch.testing.assert_close(ours, ref)
     cl = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(avg_pool2(cl), F.avg_pool2d(cl, 2))
+
+
+def test_upsample_conv_is_nearest_upsampling_then_the_3x3_conv():
+    """UpsampleConv (the fast path's up-sampling conv at the low resolution) is the same map as
+    F.interpolate(nearest, x2) then the 3x3 conv: every phase, the borders, with and without bias,
+    non-square inputs, both memory formats, and bf16 within its rounding."""
+    import torch.nn.functional as F
+
+    from headpuppet.models.blocks import UpsampleConv
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv3 = nn.Conv2d(5, 7, 3, padding=1, bias=bias).double()
+        up = UpsampleConv(conv3)
+        assert up.weight.shape == (28, 5, 2, 2)
+        for shape in ((2, 5, 6, 9), (1, 5, 1, 1), (1, 5, 3, 4)):
+            x = torch.randn(*shape, dtype=torch.float64)
+            ref = conv3(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            torch.testing.assert_close(up(x), ref, atol=1e-12, rtol=1e-12)
+            cl = up(x.contiguous(memory_format=torch.channels_last))
+            assert cl.is_contiguous(memory_format=torch.channels_last) or shape[2:] == (1, 1)  # 1x1: either
+            torch.testing.assert_close(cl, ref, atol=1e-12, rtol=1e-12)
+    conv3 = nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 8, 8)
+    ref = conv3(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    half = UpsampleConv(conv3).to(torch.bfloat16)(x.bfloat16()).float()
+    assert (half - ref).abs().max() < 0.05 * ref.abs().max()
+    with pytest.raises(ValueError, match="3x3"):
+        UpsampleConv(nn.Conv2d(4, 4, 1))
+
+
+def test_low_res_upsampling_swaps_plain_up_convs_and_keeps_the_generator_output():
+    from headpuppet.models.blocks import ResBlockUp, UpsampleConv, low_res_upsampling
+
+    torch.manual_seed(0)
+    block = ResBlockUp(8, 4, sn=False).eval()
+    x, params = torch.randn(2, 8, 5, 5), torch.randn(2, block.num_adain_params)
+    with torch.no_grad():
+        ref = block(x, params)
+        low_res_upsampling(block)
+        assert isinstance(block.conv1, UpsampleConv)
+        torch.testing.assert_close(block(x, params), ref, atol=1e-5, rtol=1e-5)
+    sn_block = ResBlockUp(8, 4, sn=True)
+    low_res_upsampling(sn_block)  # a spectral-normalised conv (training's) stays as it is
+    assert isinstance(sn_block.conv1, nn.Conv2d)
+
+
+def test_conv_add_fuses_at_channels_last_inference_and_is_the_plain_sum_elsewhere():
+    from headpuppet.models import blocks
+
+    torch.manual_seed(0)
+    conv3 = nn.Conv2d(8, 6, 3, padding=1).eval()
+    x, other = torch.randn(2, 8, 5, 7), torch.randn(2, 6, 5, 7)
+    ref = conv3(x) + other
+    cl = torch.channels_last
+    xc, oc = x.contiguous(memory_format=cl), other.contiguous(memory_format=cl)
+    with torch.inference_mode():
+        # the fast path's case: one oneDNN call (where this torch has it), the same sum
+        assert blocks._fusable(conv3, xc, oc) == blocks._FUSED_CONV_ADD
+        torch.testing.assert_close(blocks.conv_add(conv3, xc, oc), ref, atol=1e-5, rtol=1e-5)
+        # bf16 weights and activations: within bf16 rounding
+        half = nn.Conv2d(8, 6, 3, padding=1).eval()
+        half.load_state_dict(conv3.state_dict())
+        half.to(torch.bfloat16)
+        out = blocks.conv_add(half, xc.bfloat16(), oc.bfloat16())
+        assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < 0.1
+        # not fusable: contiguous tensors, a dtype mismatch, a shape the conv does not give
+        assert not blocks._fusable(conv3, x, other)
+        assert not blocks._fusable(conv3, xc.bfloat16(), oc)
+        assert not blocks._fusable(conv3, xc, oc[:, :, :4])
+        torch.testing.assert_close(blocks.conv_add(conv3, x, other), ref)
+    # training: the plain expression, with its gradients
+    xg = xc.clone().requires_grad_(True)
+    assert not blocks._fusable(conv3, xg, oc)
+    blocks.conv_add(conv3, xg, oc).sum().backward()
+    assert xg.grad is not None and conv3.weight.grad is not None
+
+
+def test_relu_of_norm_is_in_place_only_on_a_new_tensor_at_inference():
+    from headpuppet.models.blocks import relu_of_norm
+
+    x = torch.randn(1, 4, 3, 3)
+    keep = x.clone()
+    with torch.no_grad():
+        out = relu_of_norm(nn.Identity()(x), x)          # the norm handed x back: x must survive
+        assert torch.equal(x, keep) and torch.equal(out, keep.clamp(min=0))
+        h = x * 2
+        assert relu_of_norm(h, x) is h and (h >= 0).all()  # a new tensor: in place
+    h = (x * 2).requires_grad_(True)
+    assert relu_of_norm(h, x) is not h                    # autograd: a new tensor

@@ -32,6 +32,7 @@ from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
 from ..media.landmarks import rasterise
+from ..models.blocks import UpsampleConv, low_res_upsampling
 from ..models.warp_generator import needs_source
 from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
@@ -356,7 +357,9 @@ def resolve_precision(precision: str | None, device: torch.device | str) -> str:
 def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """A frozen eval-mode copy of ``module`` whose spectral-norm parametrisations are replaced by the
     weights they give in eval mode (``W / sigma`` with the stored power-iteration vectors): the same
-    function, one matrix norm fewer per layer and call. ``weight_dtype`` (bf16, for autocast) stores
+    function, one matrix norm fewer per layer and call. The up-sampling blocks' first convolution
+    then runs at the low resolution (:func:`~headpuppet.models.blocks.low_res_upsampling`: the same
+    map, 2.25x fewer FLOPs in those layers). ``weight_dtype`` (bf16, for autocast) stores
     every convolution and linear layer's parameters in that dtype: what autocast computes with anyway."""
     folded = copy.deepcopy(module).eval()
     # Each parametrised layer is swapped for a new plain one. (parametrize.remove_parametrizations
@@ -379,9 +382,10 @@ def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None
         plain.to(device=sub.weight.device, dtype=sub.weight.dtype)
         parent_name, _, child = name.rpartition(".")
         setattr(folded.get_submodule(parent_name) if parent_name else folded, child, plain)
+    low_res_upsampling(folded)  # the up-sampling blocks' first conv at the low resolution: the same map
     if weight_dtype is not None:
         for sub in folded.modules():
-            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
+            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear, UpsampleConv)):
                 sub.to(weight_dtype)
     return folded.requires_grad_(False)
 

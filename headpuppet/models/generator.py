@@ -19,10 +19,10 @@ AdaIN parameters. Few-shot fine-tuning (section 3.4) starts ``psi'`` at ``P e_ne
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import AdaIN, DownPath, ResBlock, ResBlockUp, SelfAttention, check_model_config, conv, down_channels, linear
+from .blocks import (AdaIN, DownPath, ResBlock, ResBlockUp, SelfAttention, check_model_config, conv, down_channels, linear,
+                     relu_of_norm)
 
 
 class Generator(nn.Module):
@@ -111,5 +111,5 @@ class Generator(nn.Module):
             h = block(h, next(slices))               # resolution doubles
             if str(i) in self.up_attn:
                 h = self.up_attn[str(i)](h)
-        h = F.relu(self.out_norm(h, next(slices)))   # (B, ch, H, W)
+        h = relu_of_norm(self.out_norm(h, next(slices)), h)   # (B, ch, H, W)
         return torch.tanh(self.out_conv(h))          # (B, 3, H, W)

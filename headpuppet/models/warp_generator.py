@@ -22,10 +22,9 @@ generator only needs the source shots and landmarks next to ``y`` (``source_kwar
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import conv
+from .blocks import conv, conv_add, relu_of_norm
 from .generator import Generator
 from .tps import nearest_shot, tps_warp
 
@@ -117,11 +116,11 @@ class WarpGenerator(Generator):
         for i, block in enumerate(self.up_blocks):
             h = block(h, next(slices))                            # resolution doubles
             if str(i) in self.skips:
-                h = h + self.skips[str(i)](feats[n - 2 - i])
+                h = conv_add(self.skips[str(i)], feats[n - 2 - i], h)
             if str(i) in self.up_attn:
                 h = self.up_attn[str(i)](h)
-        h = h + self.stem(x)                                      # (B, ch, S, S)
-        h = F.relu(self.out_norm(h, next(slices)))
+        h = conv_add(self.stem, x, h)                             # (B, ch, S, S)
+        h = relu_of_norm(self.out_norm(h, next(slices)), h)
         out = self.out_conv(h)                                    # (B, 4, S, S)
         rgb = torch.tanh(out[:, :3].float())
         m = torch.sigmoid(out[:, 3:].float()) * valid             # never trust pixels the warp invented
