@@ -21,7 +21,7 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   ``torch.compile`` as ``animate --compile`` runs it, unless ``--no-compile``; also as ``precision``,
   ``folded``, ``channels_last``, ``compiled``): G alone, ``ms_per_frame`` (below), ``first_call_s``
   (the first call: the compile for a compiled mode), ``frames_per_s``, ``gflop_per_frame``
-  (model FLOPs of one G pass), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
+  (model FLOPs of one G pass, as the model defines it), ``achieved_gflops``, ``conv_probe_gflops`` (the machine's own 3x3
   convolution, 64 -> 64 channels at 64x64, batch 8, in the same precision and memory format) and
   ``pct_of_conv_peak`` = achieved / probe. A shared machine's speed drifts (here up to 2x within
   seconds), so each mode runs ``--pairs`` pairs of "probe, then one G call", every G call set
@@ -29,7 +29,10 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   its ``pct_of_conv_peak_quartiles``), ``ms_per_frame`` the median G call (``ms_per_frame_min`` the
   fastest) and ``conv_probe_gflops`` the median probe;
   ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
-  formats' probes in that precision (the stricter figure); ``error`` instead when the mode fails here;
+  formats' probes in that precision (the stricter figure); ``executed_gflop_per_frame`` and
+  ``executed_pct_of_conv_peak``: the same for the FLOPs the mode computes (a folded G runs its
+  up-sampling convolutions at the low resolution: the same map in fewer FLOPs, so its model-FLOP
+  figure is the higher one); ``error`` instead when the mode fails here;
 - ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``):
   ``frames_per_s`` of the whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
@@ -126,19 +129,41 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
     return out, first
 
 
-def generator_gflop(animator, person, batch: int) -> float:
-    """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP.
+def _conv_pointwise_flop(*args, out_shape=None, **kwargs) -> int:
+    """FLOPs of oneDNN's convolution with fused element-wise ops (``mkldnn._convolution_pointwise``;
+    its ``binary`` form is :func:`headpuppet.models.blocks.conv_add`), which torch's FLOP counter does
+    not know: the convolution's (2 per multiply-add); the fused add is not counted. The weight is
+    the third argument of the binary form (x, other, W, ...; its ninth is the op's name), the second
+    of the plain one (x, W, ...)."""
+    w_shape = args[2] if len(args) > 8 and isinstance(args[8], str) else args[1]
+    out_numel = 1
+    for n in out_shape:
+        out_numel *= n
+    return 2 * out_numel * w_shape[1] * w_shape[2] * w_shape[3]
+
+
+# the counter looks ops up by overload packet
+_FUSED_CONV_FLOPS = {torch.ops.mkldnn._convolution_pointwise: _conv_pointwise_flop} \
+    if hasattr(torch.ops.mkldnn, "_convolution_pointwise") else {}
+
+
+def generator_gflop(animator, person, batch: int, folded: bool = False) -> float:
+    """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP:
+    of the model as defined (the plain G); with ``folded``, what the fast path executes instead
+    (its up-sampling convolutions run at the low resolution, :class:`headpuppet.models.blocks.UpsampleConv`:
+    fewer FLOPs for the same map).
 
     torch's FLOP counter counts convolutions and matmuls but not (in torch 2.13) the CPU's fused
     attention kernel, so attention is counted here from its own sizes: q k^T with C/8 query and key
     channels, then the C/2 value channels, per :class:`headpuppet.models.blocks.SelfAttention` call.
     The zeros that pad q and k to the value's size for the fused kernel are work the machine does,
-    not model FLOPs. Whatever the counter gives for attention ops is replaced by that figure."""
+    not model FLOPs. Whatever the counter gives for attention ops is replaced by that figure. The
+    plain G's spectral norms (one matrix-vector product per layer in eval mode) are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from headpuppet.models.blocks import SelfAttention
 
-    gen, y, psi, src = _gen_inputs(animator, person, batch, False, True)
+    gen, y, psi, src = _gen_inputs(animator, person, batch, False, folded)
     attention = []
 
     def hook(module, inputs, output):
@@ -148,14 +173,16 @@ def generator_gflop(animator, person, batch: int) -> float:
 
     handles = [m.register_forward_hook(hook) for m in gen.modules() if isinstance(m, SelfAttention)]
     try:
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        # no_grad, not inference_mode: the counter's module tracking fails on the plain G's
+        # parametrised (spectral-norm) weights in inference mode
+        with FlopCounterMode(display=False, custom_mapping=_FUSED_CONV_FLOPS) as counter, torch.no_grad():
             gen(y, psi=psi, **src)
     finally:
         for h in handles:
             h.remove()
-    counted_attention = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items()
-                            if "scaled_dot_product" in str(op))
-    return (counter.get_total_flops() - counted_attention + sum(attention)) / batch / 1e9
+    left_out = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items()
+                   if "scaled_dot_product" in str(op) or str(op).split(".")[-2:-1] in (["mv"], ["dot"], ["vdot"]))
+    return (counter.get_total_flops() - left_out + sum(attention)) / batch / 1e9
 
 
 def conv_probe(device: str, amp: str, channels_last: bool, repeats: int = 5) -> float:
@@ -259,6 +286,7 @@ def main() -> None:
                        torch=torch.__version__, batch=args.batch)
             note(f"# {name} on {device}: {weights}")
             gflop = generator_gflop(animator, person, args.batch)
+            executed = generator_gflop(animator, person, args.batch, folded=True)
             mean_d, max_d = fidelity(animator, person, args.batch)
             emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
                                                  animator_precision=str(animator.precision),
@@ -287,7 +315,9 @@ def main() -> None:
                     pct_of_conv_peak=round(float(np.median(pct)), 1),
                     pct_of_conv_peak_quartiles=[round(float(q), 1) for q in np.percentile(pct, [25, 75])],
                     best_conv_probe_gflops=round(float(np.median([x[2] for x in pairs])), 1),
-                    pct_of_best_conv_peak=round(float(np.median(pct_best)), 1)))
+                    pct_of_best_conv_peak=round(float(np.median(pct_best)), 1),
+                    executed_gflop_per_frame=round(executed if fast else gflop, 3),
+                    executed_pct_of_conv_peak=round(float(np.median(pct)) * (executed if fast else gflop) / gflop, 1)))
                 if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(
