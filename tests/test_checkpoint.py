@@ -44,7 +44,7 @@ def _save(root: Path, nets, step: int, ema: bool = False, keep: int = 0, state=N
     modules = dict(nets.items())
     if ema:
         modules["generator_ema"] = nets.generator
-    meta = ck.make_meta(cfg, step, 3, detector="mediapipe")
+    meta = ck.make_meta(cfg, step, 3, detector="mediapipe", dataset=str(root.parent / "data" / "vox"))
     return ck.save_checkpoint(root / "checkpoints", step, modules, meta, state=state, keep=keep)
 
 
@@ -159,6 +159,9 @@ def test_export_fp16_compact(tmp_path, nets, pm_mod):
     c = ck.load_checkpoint(out, pm=pm_mod)
     assert c.discriminator is None and c.generator_ema is None and c.step == 7
     assert c.meta["export"] is True
+    # provenance by name, not this machine's folders: the run / checkpoints / step, the dataset's folder
+    assert c.meta["exported_from"] == "run/checkpoints/step-0000007"
+    assert c.meta["dataset"] == "vox"
     for k, v in nets.generator.state_dict().items():
         got = c.generator.state_dict()[k]
         assert got.dtype == v.dtype

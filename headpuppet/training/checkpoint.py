@@ -176,6 +176,11 @@ def save_checkpoint(ckpt_root: str | Path, step: int, networks: dict[str, torch.
     return path
 
 
+def _portable(path: str | Path, parts: int) -> str:
+    """The last ``parts`` components of ``path`` (``run/checkpoints/step-0004000``, a dataset's name)."""
+    return Path(*Path(path).parts[-parts:]).as_posix()
+
+
 def export(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float16,
            include_discriminator: bool = False, use_ema: bool = True, pm=None) -> Path:
     """A compact inference checkpoint (no optimiser state) from a run or checkpoint folder.
@@ -189,7 +194,11 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = tor
     nets = {"embedder": ck.embedder, "generator": ck.inference_generator if use_ema else ck.generator}
     if include_discriminator:
         nets["discriminator"] = ck.discriminator
-    meta = dict(ck.meta, exported_from=str(ck.path), export=True)
+    # provenance without this machine's folders (an export is made to be handed on): the run, its
+    # checkpoint and the dataset's folder by name
+    meta = dict(ck.meta, exported_from=_portable(ck.path, 3), export=True)
+    if meta.get("dataset"):
+        meta["dataset"] = _portable(meta["dataset"], 1)
     meta.pop("networks", None)
     return _write_folder(Path(out_dir), nets, meta, state=None, dtype=dtype)
 
