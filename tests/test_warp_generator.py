@@ -341,9 +341,12 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     padding dropped) and, where compiling fails, logs why on one line and renders eagerly, for good."""
     import logging
 
+    import headpuppet.fewshot.animator as animator_module
+
     animator, person, pts = _compile_setup(tmp_path, astronaut)
     eager = animator.render(person, pts, batch_size=4)
     shapes, made = [], []
+    monkeypatch.setattr(animator_module, "_no_cpp_compiler", lambda: None)  # whatever this machine has
 
     def fake_compile(module, **kw):  # a stand-in compiler: runs the module, records the batch shapes
         made.append(kw)
@@ -374,6 +377,42 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
     assert len(warnings) == 1 and "g++ not found" in warnings[0] and "\n" not in warnings[0]
     assert animator._compile_cache[(False, True)].fn is None     # eager from now on, no retry per chunk
+
+    # no C++ compiler at all: said at once, before any tracing (torch.compile is not even called)
+    animator._compile_cache.clear()
+    made.clear()
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(animator_module, "_no_cpp_compiler",
+                        lambda: "InvalidCxxCompiler: No working C++ compiler found")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="headpuppet.fewshot.animator"):
+        out = animator.render(person, pts, batch_size=4, compile=True)
+    assert np.array_equal(out, eager) and made == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
+    assert len(warnings) == 1 and "No working C++ compiler" in warnings[0]
+
+
+def test_no_cpp_compiler_reads_inductors_own_check(monkeypatch):
+    """The pre-check names a compiler that is not there (inductor's cpp.cxx, which it reads from CXX
+    when it is imported), and is quiet where there is one."""
+    import shutil
+
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    from headpuppet.fewshot.animator import _no_cpp_compiler
+
+    try:
+        monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+        cpp_compiler_search.cache_clear()
+        assert "C++ compiler" in (_no_cpp_compiler() or "")
+        if shutil.which("g++"):
+            monkeypatch.setattr(inductor_config.cpp, "cxx", (None, shutil.which("g++")))
+            cpp_compiler_search.cache_clear()
+            assert _no_cpp_compiler() is None
+    finally:
+        monkeypatch.undo()
+        cpp_compiler_search.cache_clear()  # the search's answer for the real setting, not the test's
 
 
 @pytest.mark.slow

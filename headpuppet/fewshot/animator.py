@@ -259,7 +259,12 @@ class Animator:
         key = (bf16, channels_last)
         hit = self._compile_cache.get(key)
         if hit is None or hit.folded is not folded:
-            hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
+            missing = _no_cpp_compiler() if self.device.type == "cpu" else None
+            if missing:  # say so now, not after the half minute of tracing that ends in the same error
+                log.warning("torch.compile could not compile G (%s); rendering without it", missing)
+                hit = _CompiledG(folded, None)
+            else:
+                hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
             self._compile_cache[key] = hit
         return hit
 
@@ -313,6 +318,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     """``a`` with its last row repeated up to ``n`` rows."""
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)]) if len(a) < n else a
+
+
+def _no_cpp_compiler() -> str | None:
+    """Why inductor would find no working C++ compiler on this machine (its own check, which also
+    reads ``CXX``), or None when it finds one or this torch has no such check."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - inductor's InvalidCxxCompiler, or whatever the check raises
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"{type(exc).__name__}: {first[:200]}"
+    return None
 
 
 @dataclass
