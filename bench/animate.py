@@ -32,7 +32,7 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   formats' probes in that precision (the stricter figure); ``executed_gflop_per_frame`` and
   ``executed_pct_of_conv_peak``: the same for the FLOPs the mode computes (a folded G runs its
   up-sampling convolutions at the low resolution: the same map in fewer FLOPs, so its model-FLOP
-  figure is the higher one); ``error`` instead when the mode fails here;
+  figure is the higher one; a compiled G does not); ``error`` instead when the mode fails here;
 - ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``):
   ``frames_per_s`` of the whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
@@ -86,6 +86,7 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, a
     """G (folded when ``fast``, as the animator renders: bf16 weights for bf16; through
     ``torch.compile`` when ``compiled``), and its inputs for ``batch`` frames: ``y``, ``psi`` and the source."""
     gen = animator.generator.eval()
+    plain = gen
     if fast:
         gen = animator._folded(gen, amp == "bf16", channels_last)
     else:
@@ -96,7 +97,7 @@ def _gen_inputs(animator, person, batch: int, channels_last: bool, fast: bool, a
         y = y.contiguous(memory_format=torch.channels_last)
     src = animator.source_kwargs(gen, person, pts)
     if compiled:
-        gen = animator._compiled(gen, amp == "bf16", channels_last).fn
+        gen = animator._compiled(plain, amp == "bf16", channels_last).fn
     return gen, y, person.psi.expand(batch, -1), src
 
 
@@ -316,8 +317,9 @@ def main() -> None:
                     pct_of_conv_peak_quartiles=[round(float(q), 1) for q in np.percentile(pct, [25, 75])],
                     best_conv_probe_gflops=round(float(np.median([x[2] for x in pairs])), 1),
                     pct_of_best_conv_peak=round(float(np.median(pct_best)), 1),
-                    executed_gflop_per_frame=round(executed if fast else gflop, 3),
-                    executed_pct_of_conv_peak=round(float(np.median(pct)) * (executed if fast else gflop) / gflop, 1)))
+                    executed_gflop_per_frame=round(executed if fast and not comp else gflop, 3),
+                    executed_pct_of_conv_peak=round(float(np.median(pct)) * (executed if fast and not comp else gflop)
+                                                    / gflop, 1)))
                 if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(

@@ -342,6 +342,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     import logging
 
     import headpuppet.fewshot.animator as animator_module
+    from headpuppet.models.blocks import UpsampleConv
 
     animator, person, pts = _compile_setup(tmp_path, astronaut)
     eager = animator.render(person, pts, batch_size=4)
@@ -350,6 +351,8 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
 
     def fake_compile(module, **kw):  # a stand-in compiler: runs the module, records the batch shapes
         made.append(kw)
+        # inductor gets the up-sampling convs as they are (its kernels for them beat UpsampleConv's)
+        assert not any(isinstance(m, UpsampleConv) for m in module.modules())
 
         def run(y, **src):
             shapes.append(tuple(y.shape))
@@ -358,7 +361,8 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     out = animator.render(person, pts, batch_size=4, compile=True)
-    assert out.shape == eager.shape and np.array_equal(out, eager)
+    assert any(isinstance(m, UpsampleConv) for m in animator._folded(animator.generator).modules())
+    assert out.shape == eager.shape and np.abs(out.astype(int) - eager).max() <= 1  # float rounding
     assert shapes == [(4, 3, 32, 32)] * 3                       # 4 + 4 + 2 padded to 4
     assert made == [{"dynamic": False, "options": {"freezing": True}}]
     animator.render(person, pts[:3], batch_size=4, compile=True)
