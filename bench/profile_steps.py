@@ -11,7 +11,8 @@
    and the top operators by self CPU time.
 2. **Animate**: one batch of 8 frames through ``Animator.render`` of the default model (weights/demo)
    at its default precision, with the same split (landmark images, source warp, G, to uint8) and
-   the top operators.
+   the top operators; ``--animate-model paper-256 --animate-batch 1 --animate-calls 5`` profiles
+   the paper's G (random weights) instead, over several calls.
 
 Each section is one JSON line (machine, threads, load average), followed by the operator table.
 """
@@ -92,9 +93,11 @@ def training_step(preset: str, warmup: int, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def animate_batch(rows: int, batch: int = 8) -> None:
-    import headpuppet
+def animate_batch(rows: int, batch: int = 8, model_name: str = "demo", calls: int = 1) -> None:
+    from animate import build_animator  # bench/animate.py: the default model, or a preset with random weights
+
     from headpuppet.media.imaging import read_image
+    from headpuppet.plugins import make_plugin_manager
 
     faces = Path(os.environ.get("HEADPUPPET_FACES", Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"))
     photo = faces / "photos" / "fr_obama.jpg"
@@ -104,16 +107,18 @@ def animate_batch(rows: int, batch: int = 8) -> None:
         image = data.astronaut()
     else:
         image = read_image(photo)
-    model = headpuppet.load_model()
+    model, weights = build_animator(model_name, "cpu", make_plugin_manager())
     person = model.prepare_source([image])
     pts = np.repeat(person.points[:1], batch, 0) + np.linspace(-1, 1, batch, dtype=np.float32)[:, None, None]
     model.render(person, pts, batch_size=batch)  # warm-up: the folded copy of G, allocations
     t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("render"):
-            model.render(person, pts, batch_size=batch)
-    wall = time.perf_counter() - t
-    print(json.dumps({"figure": "animate_batch", **config(batch=batch, size=model.size, precision=model.precision),
+        for _ in range(calls):
+            with record_function("render"):
+                model.render(person, pts, batch_size=batch)
+    wall = (time.perf_counter() - t) / calls
+    print(json.dumps({"figure": "animate_batch", **config(model=model_name, weights=weights, batch=batch, calls=calls,
+                                                             size=model.size, precision=model.precision),
                       "wall_ms": round(wall * 1e3, 1), "ms_per_frame": round(wall * 1e3 / batch, 2)}), flush=True)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
@@ -124,10 +129,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rows", type=int, default=15)
     ap.add_argument("--skip-animate", action="store_true")
+    ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--animate-model", default="demo",
+                    help="demo (weights/demo) or a preset name (random weights: timing only), e.g. paper-256")
+    ap.add_argument("--animate-batch", type=int, default=8)
+    ap.add_argument("--animate-calls", type=int, default=1, help="render calls profiled (shares over all)")
     args = ap.parse_args()
-    training_step(args.preset, args.warmup, args.rows)
+    if not args.skip_training:
+        training_step(args.preset, args.warmup, args.rows)
     if not args.skip_animate:
-        animate_batch(args.rows)
+        animate_batch(args.rows, args.animate_batch, args.animate_model, args.animate_calls)
 
 
 if __name__ == "__main__":
