@@ -139,19 +139,28 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
             "peak_rss_mb": round(rss_mb), "goal_rss_mb": 2048}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_driver_args(ap: argparse.ArgumentParser) -> None:
+    """``--photo``, ``--video`` (the driver's source), ``--seconds`` and ``--size`` (the looped, scaled driver)."""
     ap.add_argument("--photo", type=Path, default=FACES / "photos" / "fr_obama.jpg")
     ap.add_argument("--video", type=Path, default=FACES / "videos" / "dtk_m030_happy.mp4")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", type=int, default=512)
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    for p in (args.photo, args.video):
+        if not p.is_file():
+            raise SystemExit(f"{p}: not found (set HEADPUPPET_FACES or give --photo/--video)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_driver_args(ap)
     ap.add_argument("--repeats", type=int, default=3, help="start-up timings (medians)")
     ap.add_argument("--rounds", type=int, default=2, help="end-to-end runs per mode, each after its own "
                     "G-alone timing")
     args = ap.parse_args()
-    for p in (args.photo, args.video):
-        if not p.is_file():
-            raise SystemExit(f"{p}: not found (set HEADPUPPET_FACES or give --photo/--video)")
+    check_inputs(args)
     print(json.dumps(startup(args.repeats)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         driver = make_driver(args.video, args.seconds, args.size, Path(tmp))

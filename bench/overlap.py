@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import threading
 import time
@@ -32,11 +31,7 @@ from pathlib import Path
 import torch
 
 from _jsonl import config  # bench/ is on the path (the script's folder)
-from animate_e2e import make_driver
-
-ROOT = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("HEADPUPPET_FACES", ROOT.parent / "shared" / "data" / "faces"))
-
+from animate_e2e import add_driver_args, check_inputs, make_driver
 
 def landmark_pass(animator, driver, detectors: int) -> float:
     """Seconds of pass 1 (:func:`headpuppet.fewshot.pipeline.track_driver`) with ``detectors`` detectors."""
@@ -81,17 +76,12 @@ def concurrent(animator, person, driver, steps: int, torch_threads: int, detecto
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--photo", type=Path, default=FACES / "photos" / "fr_obama.jpg")
-    ap.add_argument("--video", type=Path, default=FACES / "videos" / "dtk_m030_happy.mp4")
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--size", type=int, default=512)
+    add_driver_args(ap)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--splits", nargs="+", default=["2:2", "2:1", "1:1"],
                     help="torch_threads:detectors for the concurrent runs")
     args = ap.parse_args()
-    for p in (args.photo, args.video):
-        if not p.is_file():
-            raise SystemExit(f"{p}: not found (set HEADPUPPET_FACES or give --photo/--video)")
+    check_inputs(args)
     import headpuppet
     from headpuppet.fewshot.sources import open_driver
     from headpuppet.media.detection import detection_threads
