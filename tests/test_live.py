@@ -151,6 +151,40 @@ def test_live_with_the_warp_guided_generator(tmp_path, frames):
     assert all(o.shape == (size, 2 * size, 3) for o in outs) and live.faces == 3
 
 
+def test_live_compile_warms_up_before_the_stream_and_renders_through_the_compiled_g(loaded, frames, monkeypatch):
+    """compile=True: warm_up() makes the (stand-in) compile happen once, at batch 1, before any frame;
+    the frames then go through it and match the eager ones within float rounding."""
+    import torch
+
+    import headpuppet.fewshot.animator as animator_module
+    from headpuppet.live import LiveAnimator
+
+    shapes, made = [], []
+
+    def fake_compile(module, **kw):
+        made.append(kw)
+
+        def run(y, **src):
+            shapes.append(tuple(y.shape))
+            return module(y, **src)
+        return run
+
+    monkeypatch.setattr(animator_module, "_no_cpp_compiler", lambda: None)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    # fp32: the compiled fold (up-sampling convs as they are) and the eager one differ by rounding only
+    monkeypatch.setattr(loaded.animator, "precision", "fp32")
+    loaded.animator._compile_cache.clear()
+    eager = LiveAnimator(loaded.animator, loaded.person, detector=loaded.detector)
+    want = [eager.step(f) for f in frames[:3]]
+    live = LiveAnimator(loaded.animator, loaded.person, detector=loaded.detector, compile=True)
+    live.warm_up()
+    assert len(made) == 1 and len(shapes) == 1 and shapes[0][0] == 1   # compiled before the first frame
+    got = [live.step(f) for f in frames[:3]]
+    assert len(made) == 1 and len(shapes) == 4                            # every frame through it
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(got, want))
+    loaded.animator._compile_cache.clear()
+
+
 def test_before_any_face_the_person_is_still(loaded, frames):
     from headpuppet.live import LiveAnimator
 

@@ -77,7 +77,8 @@ def register(app: typer.Typer, state) -> None:
             return run_live_command(state, sources, driver_path, output=None if output is None else str(output),
                                     checkpoint=checkpoint, finetune_steps=finetune_steps, relative=relative,
                                     smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side, paste=paste,
-                                    device=device, detector=detector, shots=shots, precision=precision)
+                                    device=device, detector=detector, shots=shots, precision=precision,
+                                    compile_g=compile_g)
         t0 = time.perf_counter()
         result = run_animate(sources, driver_path, output, checkpoint=checkpoint, finetune_steps=finetune_steps,
                              relative=relative, smooth=0.0 if no_smooth else smooth, side_by_side=side_by_side,

@@ -25,12 +25,13 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
                      drop: bool | None = None, fps: float | None = None, max_frames: int | None = None,
                      duration: float | None = None, stream_format: str | None = None,
                      reference_frames: int = 5, stats_path: Path | None = None, max_width: int = 640,
-                     precision: str = "auto") -> None:
+                     precision: str = "auto", compile_g: bool = False) -> None:
     """The live run behind ``live`` and ``animate`` with a stream DRIVER; prints only to stderr
     (stdout may be the video stream)."""
     # lazy: ..live brings cv2 and scipy (+0.24 s), .session torch (+1.4 s) at CLI start-up (measured)
     from ..live import (FfmpegSink, FrameSource, LiveAnimator, PreviewSink, default_live_output, has_display,
                         is_realtime, parse_input_args, run_live)
+    from ..live.pipeline import warm_up
     from ..fewshot.session import load_person
 
     if not sources:
@@ -49,6 +50,9 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
     reporter = RichReporter(console=err_console)
     loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=state.pm, detector=detector,
                          shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
+    if compile_g:  # before the stream opens: frames that came during the compile would wait for it
+        with reporter.task("compile G (once per model)"):
+            warm_up(loaded.animator, loaded.person, compile=True)
     source = FrameSource(driver, input_format=input_format, extra_args=parse_input_args(input_args),
                          realtime=realtime, drop_late=drop, max_width=max_width)
     sinks: list = []
@@ -56,7 +60,7 @@ def run_live_command(state, sources: list[str], driver: str, *, output: str | No
         rate = fps or source.info.fps or 25.0
         live = LiveAnimator(loaded.animator, loaded.person, detector=loaded.detector, relative=relative,
                             smooth=smooth, fps=rate, side_by_side=side_by_side, paste=paste,
-                            reference_frames=reference_frames)
+                            reference_frames=reference_frames, compile=compile_g)
         size = live.output_size()
         if output is not None:
             sinks.append(FfmpegSink(output, rate, size, fmt=stream_format,
@@ -144,6 +148,9 @@ def register(app: typer.Typer, state) -> None:
                                              help="Relative mode: the driver's first N frames with a face, "
                                                   "averaged, are mapped onto the source's pose."),
         stats: Optional[Path] = typer.Option(None, "--stats", help="Write per-frame timings as JSON here."),
+        compile_g: bool = typer.Option(False, "--compile",
+                                       help="Compile G with torch.compile before the stream starts (needs a "
+                                            "C++ compiler; tens of seconds once, then faster frames)."),
     ) -> None:
         """Animate live from a camera or a stream, frame by frame as it arrives; latency printed at the end.
 
@@ -155,4 +162,4 @@ def register(app: typer.Typer, state) -> None:
                          side_by_side=side_by_side, paste=paste, device=device, detector=detector, shots=shots,
                          input_format=input_format, input_args=input_args, realtime=realtime, drop=drop, fps=fps,
                          max_frames=max_frames, duration=duration, stream_format=stream_format,
-                         reference_frames=reference_frames, stats_path=stats)
+                         reference_frames=reference_frames, stats_path=stats, compile_g=compile_g)

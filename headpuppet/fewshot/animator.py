@@ -231,7 +231,9 @@ class Animator:
             gen = self._folded(gen, bf16, channels_last)
         elif channels_last:
             gen.to(memory_format=torch.channels_last)
-        points = np.asarray(points, np.float32)
+        # a copy with the usual strides: a view such as points[None] has stride 0 on its size-1 axis,
+        # which a compiled G's guards see as another input and compile again for
+        points = np.array(points, np.float32)
         out = []
         for i in range(0, len(points), batch_size):
             p = points[i:i + batch_size]

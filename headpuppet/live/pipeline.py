@@ -30,6 +30,14 @@ class Tracked:
     detect_ms: float = 0.0
 
 
+def warm_up(animator, person, compile: bool = False) -> None:
+    """Render ``person``'s own pose once, as :class:`LiveAnimator` renders (batch 1): with ``compile``
+    this is the compile (tens of seconds on a CPU), done before the stream opens so that it holds up
+    none of its frames."""
+    iris = person.iris[:1] if (animator.uses_iris and person.iris is not None) else None
+    animator.render(person, person.points[:1], iris, batch_size=1, compile=compile)
+
+
 class LiveAnimator:
     """Per-frame, causal ``animate``: ``step(frame) -> output frame`` (see :mod:`headpuppet.live`).
 
@@ -38,13 +46,15 @@ class LiveAnimator:
     """
 
     def __init__(self, animator, person, *, detector=None, relative: bool = True, smooth: float = 1.0,
-                 fps: float = 25.0, side_by_side: bool = False, paste: bool = False, reference_frames: int = 5):
+                 fps: float = 25.0, side_by_side: bool = False, paste: bool = False, reference_frames: int = 5,
+                 compile: bool = False):
         if paste and (person.image is None or person.box is None):
             raise MediaError("--paste-back needs the full source photo, which this source does not have")
         self.animator, self.person = animator, person
         self.detector = detector or animator.make_detector()
         self.relative, self.smooth, self.fps = bool(relative), float(smooth), float(fps or 25.0)
         self.side_by_side, self.paste = bool(side_by_side), bool(paste)
+        self.compile = bool(compile)  # G through torch.compile (Animator.render); warm_up() compiles it
         self.reference_frames = max(1, int(reference_frames))
         self.size = animator.size
         self.use_iris = bool(animator.uses_iris)
@@ -114,12 +124,17 @@ class LiveAnimator:
         return out[1], out_iris[1] if out_iris is not None else None
 
     # -------------------------------------------------------------- render
+    def warm_up(self) -> None:
+        """:func:`warm_up` with this animator's model, person and ``compile``."""
+        warm_up(self.animator, self.person, self.compile)
+
     def render(self, tracked: Tracked) -> np.ndarray:
         if tracked.still and self._still is not None:
             fake = self._still
         else:
             iris = tracked.iris[None] if (self.use_iris and tracked.iris is not None) else None
-            fake = self.animator.render(self.person, tracked.points[None], iris, batch_size=1)[0]
+            fake = self.animator.render(self.person, tracked.points[None], iris, batch_size=1,
+                                        compile=self.compile)[0]
             if tracked.still:
                 self._still = fake
         if self.paste:
