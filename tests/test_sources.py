@@ -46,3 +46,8 @@ def test_sources_photos_folder_video_and_driver(tmp_path, astronaut):
         load_source_images([tmp_path / "notes.txt"])
     with pytest.raises(MediaError, match="driver must be a video"):
         open_driver(folder / "shot_1.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match="holds no image frames"):
+        open_driver(tmp_path / "empty")
+    with pytest.raises(MediaError, match="no such file or folder"):
+        open_driver(tmp_path / "missing")

@@ -156,7 +156,7 @@ def test_read_frames_any_folder(tmp_path, astronaut):
     assert [int(f[0, 0, 0]) for f in read_frames_any(tmp_path, every=2)] == [1, 10]
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(MediaError, match="no image files"):
+    with pytest.raises(MediaError, match="holds no image frames"):
         list(read_frames_any(empty))
     with pytest.raises(MediaError, match="no such"):
         list(read_frames_any(tmp_path / "missing"))

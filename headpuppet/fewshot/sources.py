@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import MediaError
 from ..media.imaging import is_image, is_video, read_image
-from ..media.video import list_image_frames, probe, read_frames
+from ..media.video import frame_folder, list_image_frames, probe, read_frames
 from .person import is_person_dir
 
 
@@ -145,12 +145,8 @@ class Driver:
 def open_driver(path: str | Path, fps: float = 25.0) -> Driver:
     """Open the DRIVER (video, or folder of frames played at ``fps``)."""
     path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = list_image_frames(path)
-        if not files:
-            raise MediaError(f"{path}: the folder holds no frames (.jpg/.png)")
+    files = frame_folder(path)
+    if files is not None:
         first = read_image(files[0])
         return Driver(path, float(fps), len(files), first.shape[1], first.shape[0], False, files)
     if not is_video(path):

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import MediaError
 from .imaging import is_image, read_image
 
-__all__ = ["VideoInfo", "probe", "read_frames", "read_frames_any", "list_image_frames", "VideoWriter",
+__all__ = ["VideoInfo", "probe", "read_frames", "read_frames_any", "frame_folder", "list_image_frames", "VideoWriter",
            "ffmpeg_exe"]
 
 
@@ -195,6 +195,23 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
 
+def frame_folder(path: str | Path) -> list[Path] | None:
+    """The image frames of the folder ``path`` (:func:`list_image_frames`); None when ``path`` is a file.
+
+    Raises:
+        MediaError: no such path, or a folder without image frames.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return None
+    files = list_image_frames(path)
+    if not files:
+        raise MediaError(f"{path}: the folder holds no image frames (.jpg, .png, ...)")
+    return files
+
+
 def read_frames_any(path: str | Path, every: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Frames of a video file, or of a folder of image files (sorted by name, naturally).
 
@@ -203,13 +220,8 @@ def read_frames_any(path: str | Path, every: int = 1, max_frames: int | None = N
     Raises:
         MediaError: missing path, a folder without images, or an unreadable file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = list_image_frames(path)
-        if not files:
-            raise MediaError(f"{path}: folder has no image files")
+    files = frame_folder(path)
+    if files is not None:
         files = files[::every]
         if max_frames is not None:
             files = files[:max_frames]
