@@ -377,9 +377,10 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     monkeypatch.setattr(torch, "compile", broken_compile)
     with caplog.at_level(logging.WARNING, logger="headpuppet.fewshot.animator"):
         out = animator.render(person, pts, batch_size=4, compile=True)
-    assert np.array_equal(out, eager)
+    assert np.abs(out.astype(int) - eager).max() <= 1  # the compile's own fold, eagerly: float rounding
     warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
     assert len(warnings) == 1 and "g++ not found" in warnings[0] and "\n" not in warnings[0]
+    assert np.array_equal(animator.render(person, pts, batch_size=4, compile=True), eager)  # then the eager fold
     assert animator._compile_cache[(False, True)].fn is None     # eager from now on, no retry per chunk
 
     # no C++ compiler at all: said at once, before any tracing (torch.compile is not even called)

@@ -226,9 +226,11 @@ class Animator:
             channels_last = fast
         compiled = None
         if fast:
-            if compile:
-                compiled = self._compiled(gen, bf16, channels_last)
-            gen = self._folded(gen, bf16, channels_last)
+            compiled = self._compiled(gen, bf16, channels_last) if compile else None
+            # the compiled G's own fold serves any eager call too (no second copy of G), unless it
+            # cannot compile at all
+            gen = compiled.folded if compiled is not None and compiled.fn is not None \
+                else self._folded(gen, bf16, channels_last)
         elif channels_last:
             gen.to(memory_format=torch.channels_last)
         # a copy with the usual strides: a view such as points[None] has stride 0 on its size-1 axis,
