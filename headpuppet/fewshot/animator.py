@@ -390,7 +390,7 @@ def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None
     function, one matrix norm fewer per layer and call. With ``upsample_at_low_res``, the up-sampling
     blocks' first convolution then runs at the low resolution
     (:func:`~headpuppet.models.blocks.low_res_upsampling`: the same map, 2.25x fewer FLOPs in those
-    layers; 4-10% less time for the whole G on this CPU, eagerly). ``weight_dtype`` (bf16, for autocast) stores
+    layers; 4-8% less time for the whole G on this CPU, eagerly, with the fused adds: bench/fast_path.py). ``weight_dtype`` (bf16, for autocast) stores
     every convolution and linear layer's parameters in that dtype: what autocast computes with anyway."""
     folded = copy.deepcopy(module).eval()
     # Each parametrised layer is swapped for a new plain one. (parametrize.remove_parametrizations
