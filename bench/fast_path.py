@@ -45,6 +45,15 @@ def _timer(amp: str, y, psi, src):
     return once
 
 
+def _pair(baseline, variant) -> tuple[float, float, float]:
+    """One baseline call, one variant call, one baseline call (each a function that returns its
+    seconds): ``(variant / mean of the two baseline calls, that mean, the variant's time)``."""
+    a = baseline()
+    b = variant()
+    c = baseline()
+    return b / ((a + c) / 2), (a + c) / 2, b
+
+
 def _row(name: str, batch: int, amp: str, variant: str, ratios: list[float], base: list[float], new: list[float],
          diff: float) -> str:
     q = statistics.quantiles(ratios, n=4)
@@ -79,22 +88,16 @@ def eager(animator, person, name: str, batch: int, amp: str, pairs: int) -> None
         for v in range(4):
             once(setup(v))  # warm-up: allocations, kernels
             outs[v] = once(setup(v))[1].float()
-        ratios = {v: [] for v in variants}
-        base = {v: [] for v in variants}
-        times = {v: [] for v in variants}
+        runs = {v: [] for v in variants}
         for _ in range(pairs):
             for v in variants:
-                a = once(setup(0))[0]
-                b = once(setup(v))[0]
-                c = once(setup(0))[0]
-                ratios[v].append(b / ((a + c) / 2))
-                base[v].append((a + c) / 2)
-                times[v].append(b)
+                runs[v].append(_pair(lambda: once(setup(0))[0], lambda v=v: once(setup(v))[0]))
     finally:
         blocks._FUSED_CONV_ADD, blocks.relu_of_norm = fused, relu
     for v, label in variants.items():
+        ratios, base, times = (list(col) for col in zip(*runs[v]))
         diff = float((outs[v] - outs[0]).abs().max())
-        print(_row(name, batch, amp, label, ratios[v], base[v], times[v], diff), flush=True)
+        print(_row(name, batch, amp, label, ratios, base, times, diff), flush=True)
 
 
 def compiled(animator, person, name: str, batch: int, amp: str, pairs: int) -> None:
@@ -109,14 +112,8 @@ def compiled(animator, person, name: str, batch: int, amp: str, pairs: int) -> N
     outs = {up: once(fn)[1].float() for up, fn in fns.items()}  # the compiles
     for fn in fns.values():
         once(fn)
-    ratios, base, times = [], [], []
-    for _ in range(pairs):
-        a = once(fns[False])[0]
-        b = once(fns[True])[0]
-        c = once(fns[False])[0]
-        ratios.append(b / ((a + c) / 2))
-        base.append((a + c) / 2)
-        times.append(b)
+    runs = [_pair(lambda: once(fns[False])[0], lambda: once(fns[True])[0]) for _ in range(pairs)]
+    ratios, base, times = (list(col) for col in zip(*runs))
     print(_row(name, batch, amp, "compiled, upsample (against compiled without it)", ratios, base, times,
                float((outs[True] - outs[False]).abs().max())), flush=True)
 
