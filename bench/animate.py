@@ -31,8 +31,9 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
   formats' probes in that precision (the stricter figure); ``executed_gflop_per_frame`` and
   ``executed_pct_of_conv_peak``: the same for the FLOPs the mode computes (a folded G runs its
-  up-sampling convolutions at the low resolution: the same map in fewer FLOPs, so its model-FLOP
-  figure is the higher one; a compiled G does not); ``error`` instead when the mode fails here;
+  up-sampling convolutions at the low resolution and pools as it convolves in its down-sampling
+  blocks: the same map in fewer FLOPs, so its model-FLOP figure is the higher one; a compiled G
+  does the second only); ``error`` instead when the mode fails here;
 - ``animate_end_to_end``, per folded mode but the compiled ones (unless ``--no-end-to-end``):
   ``frames_per_s`` of the whole render (mediapipe landmarks, G, H.264 encode) on the first ``--frames`` frames of
   ``--driver``, and its split in seconds (``landmarks_s``, ``render_s``, ...).
@@ -148,11 +149,13 @@ _FUSED_CONV_FLOPS = {torch.ops.mkldnn._convolution_pointwise: _conv_pointwise_fl
     if hasattr(torch.ops.mkldnn, "_convolution_pointwise") else {}
 
 
-def generator_gflop(animator, person, batch: int, folded: bool = False) -> float:
+def generator_gflop(animator, person, batch: int, folded: bool = False, compile_fold: bool = False) -> float:
     """Model FLOPs of one G pass per frame (convolutions, linear layers, attention matmuls), in GFLOP:
     of the model as defined (the plain G); with ``folded``, what the fast path executes instead
-    (its up-sampling convolutions run at the low resolution, :class:`headpuppet.models.blocks.UpsampleConv`:
-    fewer FLOPs for the same map).
+    (its up-sampling convolutions run at the low resolution, :class:`headpuppet.models.blocks.UpsampleConv`,
+    and its down-sampling ones pool as they go, :func:`headpuppet.models.blocks.pooled_conv`:
+    fewer FLOPs for the same map); with ``compile_fold`` too, what the fold that ``--compile``
+    compiles executes (the down-sampling part only).
 
     torch's FLOP counter counts convolutions and matmuls but not (in torch 2.13) the CPU's fused
     attention kernel, so attention is counted here from its own sizes: q k^T with C/8 query and key
@@ -165,6 +168,8 @@ def generator_gflop(animator, person, batch: int, folded: bool = False) -> float
     from headpuppet.models.blocks import SelfAttention
 
     gen, y, psi, src = _gen_inputs(animator, person, batch, False, folded)
+    if folded and compile_fold:
+        gen = animator._folded(animator.generator.eval(), low_res_upsampling=False)
     attention = []
 
     def hook(module, inputs, output):
@@ -288,6 +293,7 @@ def main() -> None:
             note(f"# {name} on {device}: {weights}")
             gflop = generator_gflop(animator, person, args.batch)
             executed = generator_gflop(animator, person, args.batch, folded=True)
+            executed_compiled = generator_gflop(animator, person, args.batch, folded=True, compile_fold=True)
             mean_d, max_d = fidelity(animator, person, args.batch)
             emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
                                                  animator_precision=str(animator.precision),
@@ -308,7 +314,7 @@ def main() -> None:
                 ms = float(np.median([x[0] for x in pairs]))
                 pct = [100 * gflop / (x[0] / 1000) / x[1] for x in pairs]
                 pct_best = [100 * gflop / (x[0] / 1000) / x[2] for x in pairs]
-                computed = executed if fast and not comp else gflop  # a compiled G keeps the model's convs
+                computed = (executed_compiled if comp else executed) if fast else gflop
                 emit("animate_generator", config(
                     **row, pairs=args.pairs, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
                     ms_per_frame_min=round(min(x[0] for x in pairs), 2), first_call_s=round(first, 2),

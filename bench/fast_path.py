@@ -2,24 +2,29 @@
 
     python bench/fast_path.py                               # default model (batch 8) and paper-256 (batch 1), bf16
     python bench/fast_path.py --models paper-256 --batch 1 --amp none --pairs 10
-    python bench/fast_path.py --models demo --compiled      # torch.compile: with UpsampleConv and without
+    python bench/fast_path.py --models demo --compiled      # torch.compile: with each of two parts and without
 
 This machine's speed drifts by up to 2x within seconds, so separate runs of old and new code cannot be
 compared; here the variants of G run alternately in one process, on the same inputs, and each call of a
 variant is set against the mean of the baseline calls just before and after it. The baseline is the fold
-of the previous fast path (spectral norm folded, channels-last, ``--amp``), without the three parts below;
+of the previous fast path (spectral norm folded, channels-last, ``--amp``), without the five parts below;
 the variants add them one at a time:
 
 - ``upsample``: the up-sampling blocks' first convolution at the low resolution
   (:class:`headpuppet.models.blocks.UpsampleConv`);
 - ``+ fused add``: residual sums fused into oneDNN's convolution (:func:`headpuppet.models.blocks.conv_add`);
-- ``+ in-place ReLU`` (:func:`headpuppet.models.blocks.relu_of_norm`): the fast path as it renders now.
+- ``+ in-place ReLU`` (:func:`headpuppet.models.blocks.relu_of_norm`);
+- ``+ strided down``: the down-sampling blocks' second convolution and average pooling as one
+  strided 4x4 convolution (:func:`headpuppet.models.blocks.pooled_conv`);
+- ``+ prepacked weights``: every convolution's weight reordered once for oneDNN
+  (:class:`headpuppet.models.blocks.PackedConv2d`): the fast path as it renders now.
 
 One JSON line per model and variant (machine, threads, load average): ``time_ratio_median`` (variant /
 baseline; below 1 is faster) with its quartiles, ``ms_per_frame`` of both, and ``max_abs_diff`` of the
 variant's output from the baseline's (G's output is in [-1, 1]). With ``--compiled``, the two folds go
-through ``torch.compile`` (inductor, frozen weights, as ``animate --compile``) instead: with and without
-``UpsampleConv`` (a compile each, tens of seconds).
+through ``torch.compile`` (inductor, frozen weights, as ``animate --compile``) instead: the compile's
+fold with the strided down-sampling convolutions against the one without them, and with ``UpsampleConv``
+against without it (three compiles, tens of seconds each).
 """
 
 from __future__ import annotations
@@ -70,22 +75,27 @@ def eager(animator, person, name: str, batch: int, amp: str, pairs: int) -> None
     from headpuppet.fewshot.animator import fold_spectral_norm
     from headpuppet.models import blocks
 
-    new, y, psi, src = _gen_inputs(animator, person, batch, True, True, amp)
+    packed, y, psi, src = _gen_inputs(animator, person, batch, True, True, amp)  # the fold as render uses it
     dtype = torch.bfloat16 if amp == "bf16" else None
-    old = fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=False)
+    old = fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=False, strided_down=False)
     old.to(memory_format=torch.channels_last)
+    up = fold_spectral_norm(animator.generator.eval(), dtype, strided_down=False).to(memory_format=torch.channels_last)
+    down = fold_spectral_norm(animator.generator.eval(), dtype).to(memory_format=torch.channels_last)
     fused, relu = blocks._FUSED_CONV_ADD, blocks.relu_of_norm
-    variants = {1: "upsample", 2: "upsample + fused add", 3: "upsample + fused add + in-place ReLU (now)"}
+    variants = {1: "upsample", 2: "upsample + fused add", 3: "upsample + fused add + in-place ReLU",
+                4: "upsample + fused add + in-place ReLU + strided down",
+                5: "upsample + fused add + in-place ReLU + strided down + prepacked weights (now)"}
+    folds = {0: old, 1: up, 2: up, 3: up, 4: down, 5: packed}
 
     def setup(v: int):
         blocks._FUSED_CONV_ADD = fused and v >= 2
         blocks.relu_of_norm = relu if v >= 3 else (lambda h, x: F.relu(h))
-        return old if v == 0 else new
+        return folds[v]
 
     once = _timer(amp, y, psi, src)
     try:
         outs = {}
-        for v in range(4):
+        for v in folds:
             once(setup(v))  # warm-up: allocations, kernels
             outs[v] = once(setup(v))[1].float()
         runs = {v: [] for v in variants}
@@ -105,17 +115,22 @@ def compiled(animator, person, name: str, batch: int, amp: str, pairs: int) -> N
 
     _, y, psi, src = _gen_inputs(animator, person, batch, True, True, amp)
     dtype = torch.bfloat16 if amp == "bf16" else None
-    folds = {up: fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=up)
-             .to(memory_format=torch.channels_last) for up in (False, True)}
-    fns = {up: torch.compile(g, dynamic=False, options={"freezing": True}) for up, g in folds.items()}
+    # (upsample at low resolution, strided down): the compile's fold before this change, as animate
+    # --compile makes it now, and with UpsampleConv as well
+    kinds = {"before": (False, False), "now": (False, True), "upsample": (True, True)}
+    fns = {k: torch.compile(fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=up,
+                                               strided_down=down).to(memory_format=torch.channels_last),
+                            dynamic=False, options={"freezing": True}) for k, (up, down) in kinds.items()}
     once = _timer(amp, y, psi, src)
-    outs = {up: once(fn)[1].float() for up, fn in fns.items()}  # the compiles
+    outs = {k: once(fn)[1].float() for k, fn in fns.items()}  # the compiles
     for fn in fns.values():
         once(fn)
-    runs = [_pair(lambda: once(fns[False])[0], lambda: once(fns[True])[0]) for _ in range(pairs)]
-    ratios, base, times = (list(col) for col in zip(*runs))
-    print(_row(name, batch, amp, "compiled, upsample (against compiled without it)", ratios, base, times,
-               float((outs[True] - outs[False]).abs().max())), flush=True)
+    for base, new, label in (("before", "now", "compiled, strided down (against compiled without it)"),
+                             ("now", "upsample", "compiled, strided down + upsample (against compiled without upsample)")):
+        runs = [_pair(lambda: once(fns[base])[0], lambda: once(fns[new])[0]) for _ in range(pairs)]
+        ratios, base_t, times = (list(col) for col in zip(*runs))
+        print(_row(name, batch, amp, label, ratios, base_t, times, float((outs[new] - outs[base]).abs().max())),
+              flush=True)
 
 
 def main() -> None:

@@ -433,3 +433,97 @@ def test_relu_of_norm_is_in_place_only_on_a_new_tensor_at_inference():
         assert relu_of_norm(h, x) is h and (h >= 0).all()  # a new tensor: in place
     h = (x * 2).requires_grad_(True)
     assert relu_of_norm(h, x) is not h                    # autograd: a new tensor
+
+
+def test_pooled_conv_is_the_3x3_conv_then_average_pooling():
+    """pooled_conv (the fast path's down-sampling conv: one 4x4 conv of stride 2) is the same map as
+    the 3x3 conv then 2x2 average pooling: with and without bias, odd and tiny sizes, both memory
+    formats; a block swapped by strided_downsampling keeps its output, a spectral-normalised one is kept."""
+    import torch.nn.functional as F
+
+    from headpuppet.models.blocks import ResBlockDown, pooled_conv, strided_downsampling
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv3 = nn.Conv2d(5, 7, 3, padding=1, bias=bias).double()
+        down = pooled_conv(conv3)
+        assert down.weight.shape == (7, 5, 4, 4) and down.stride == (2, 2)
+        for shape in ((2, 5, 8, 6), (1, 5, 7, 9), (1, 5, 2, 2), (1, 5, 3, 3)):
+            x = torch.randn(*shape, dtype=torch.float64)
+            ref = F.avg_pool2d(conv3(x), 2)
+            torch.testing.assert_close(down(x), ref, atol=1e-12, rtol=1e-12)
+            torch.testing.assert_close(down(x.contiguous(memory_format=torch.channels_last)), ref, atol=1e-12, rtol=1e-12)
+    with pytest.raises(ValueError, match="3x3"):
+        pooled_conv(nn.Conv2d(4, 4, 3, padding=1, stride=2))
+
+    for norm, pre in ((True, True), (False, False)):
+        block = ResBlockDown(6, 8, sn=False, norm=norm, preactivation=pre).eval()
+        x = torch.randn(2, 6, 10, 10)
+        with torch.no_grad():
+            ref = block(x)
+            strided_downsampling(block)
+            assert block.conv2.stride == (2, 2)
+            torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
+            cl = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():  # the fused add of the strided conv and the shortcut
+            torch.testing.assert_close(block(cl), ref, atol=1e-5, rtol=1e-5)
+    kept = ResBlockDown(6, 8, sn=True)
+    strided_downsampling(kept)
+    assert kept.conv2.stride == (1, 1)
+    flat = ResBlockDown(6, 6, sn=False, downsample=False)
+    strided_downsampling(flat)  # no pooling to fold in
+    assert flat.conv2.stride == (1, 1)
+
+
+def test_packed_conv_gives_the_plain_convs_numbers():
+    """PackedConv2d (weights reordered once for oneDNN) computes what F.conv2d does, in fp32 and
+    bf16, for every kind of conv the fast path packs, with any batch and size, and as the conv of a
+    fused add; prepack_convolutions swaps plain convs (and UpsampleConv's) and leaves the rest."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from headpuppet.models import blocks
+    from headpuppet.models.blocks import PackedConv2d, UpsampleConv, prepack_convolutions
+
+    if not blocks._packing_works(torch.float32):
+        pytest.skip("this torch or processor has no oneDNN packed convolution")
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for k, stride, pad in ((3, 1, 1), (1, 1, 0), (4, 2, 1), (2, 1, 1)):
+        conv3 = nn.Conv2d(8, 6, k, stride=stride, padding=pad).eval()
+        packed = PackedConv2d.from_conv(conv3)
+        for shape in ((1, 8, 9, 9), (3, 8, 16, 12)):
+            x = torch.randn(*shape).contiguous(memory_format=cl)
+            with torch.inference_mode():
+                torch.testing.assert_close(packed(x), conv3(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(packed.dense_weight(), conv3.weight.detach())
+    copied = copy.deepcopy(packed)  # a oneDNN tensor has no storage: deepcopy repacks
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=cl)
+    with torch.inference_mode():
+        torch.testing.assert_close(copied(x), packed(x))
+    # autograd cannot see through the packed weight: a call that needs a gradient takes the plain conv
+    xg = x.clone().requires_grad_(True)
+    packed(xg).sum().backward()
+    assert xg.grad is not None
+    if blocks._packing_works(torch.bfloat16):
+        conv3 = nn.Conv2d(8, 6, 3, padding=1).eval().to(torch.bfloat16)
+        packed = PackedConv2d.from_conv(conv3)
+        with torch.inference_mode():
+            # an fp32 input is cast to the weight's dtype, as autocast would
+            assert torch.equal(packed(x), F.conv2d(x.bfloat16(), conv3.weight, conv3.bias, padding=1))
+            other = torch.randn(1, 6, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=cl)
+            assert blocks._fusable(packed, x.bfloat16(), other) == blocks._FUSED_CONV_ADD
+            fused = blocks.conv_add(packed, x.bfloat16(), other)
+            assert torch.equal(fused, blocks.conv_add(conv3, x.bfloat16(), other))
+
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), blocks.conv(4, 4, 3, sn=True),
+                          UpsampleConv(nn.Conv2d(4, 3, 3, padding=1))).eval()
+    x = torch.randn(2, 4, 5, 5).contiguous(memory_format=cl)
+    with torch.no_grad():
+        ref = model(x)
+    prepack_convolutions(model)
+    assert isinstance(model[0], PackedConv2d) and has_spectral_norm(model[1])  # spectral norm: kept
+    assert isinstance(model[2].packed, PackedConv2d) and model[2].weight is None
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)

@@ -245,6 +245,12 @@ def test_the_fast_render_path_matches_the_plain_one(tmp_path, astronaut, generat
     assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
     assert all(m.weight.dtype == torch.float32 for m in animator._folded(animator.generator).modules()
                if isinstance(m, torch.nn.Conv2d))
+    # the eager fold renders in channels-last: its down-sampling convs pool as they go, and its
+    # weights are prepacked for oneDNN where this torch and processor run that
+    from headpuppet.models import blocks
+    eager = animator._folded(animator.generator, False, True)
+    assert any(isinstance(m, blocks.ResBlockDown) and m.conv2.stride == (2, 2) for m in eager.modules())
+    assert any(isinstance(m, blocks.PackedConv2d) for m in eager.modules()) == blocks._packing_works(torch.float32)
     # fine-tuning changes the weights in place: the folded copy follows
     with torch.no_grad():
         animator.generator.out_conv.bias.add_(0.5)  # the last layer: no norm after it
@@ -342,7 +348,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     import logging
 
     import headpuppet.fewshot.animator as animator_module
-    from headpuppet.models.blocks import UpsampleConv
+    from headpuppet.models.blocks import PackedConv2d, UpsampleConv
 
     animator, person, pts = _compile_setup(tmp_path, astronaut)
     eager = animator.render(person, pts, batch_size=4)
@@ -352,7 +358,8 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     def fake_compile(module, **kw):  # a stand-in compiler: runs the module, records the batch shapes
         made.append(kw)
         # inductor gets the up-sampling convs as they are (its kernels for them beat UpsampleConv's)
-        assert not any(isinstance(m, UpsampleConv) for m in module.modules())
+        # and plain weights (it packs its own)
+        assert not any(isinstance(m, (UpsampleConv, PackedConv2d)) for m in module.modules())
 
         def run(y, **src):
             shapes.append(tuple(y.shape))

@@ -32,7 +32,7 @@ from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
 from ..media.landmarks import rasterise
-from ..models.blocks import UpsampleConv, low_res_upsampling
+from ..models.blocks import UpsampleConv, low_res_upsampling, prepack_convolutions, strided_downsampling
 from ..models.warp_generator import needs_source
 from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
@@ -282,7 +282,10 @@ class Animator:
         stored in bf16, which autocast would otherwise cast anew at every call: 13% of the paper-256
         G's time), in the channels-last memory format when asked, cached per module, precision and
         format and rebuilt when its weights change (fine-tuning updates them in place, which bumps
-        the tensors' version counters). ``low_res_upsampling``: as for :func:`fold_spectral_norm`."""
+        the tensors' version counters). ``low_res_upsampling``: as for :func:`fold_spectral_norm`; it
+        also marks the eager fold (the compile's keeps the up-sampling convolutions as they are), whose
+        convolutions, in channels-last on a CPU, get their weights prepacked for oneDNN
+        (:func:`~headpuppet.models.blocks.prepack_convolutions`)."""
         key = (id(gen), bf16, channels_last, low_res_upsampling)
         version = sum(int(t._version) for t in gen.state_dict().values())
         hit = self._fold_cache.get(key)
@@ -290,6 +293,8 @@ class Animator:
             folded = fold_spectral_norm(gen, torch.bfloat16 if bf16 else None, low_res_upsampling)
             if channels_last:
                 folded.to(memory_format=torch.channels_last)
+                if low_res_upsampling:
+                    prepack_convolutions(folded)
             hit = (gen, version, folded)
             self._fold_cache[key] = hit
         return hit[2]
@@ -384,13 +389,16 @@ def resolve_precision(precision: str | None, device: torch.device | str) -> str:
 
 
 def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None = None,
-                       upsample_at_low_res: bool = True) -> torch.nn.Module:
+                       upsample_at_low_res: bool = True, strided_down: bool = True) -> torch.nn.Module:
     """A frozen eval-mode copy of ``module`` whose spectral-norm parametrisations are replaced by the
     weights they give in eval mode (``W / sigma`` with the stored power-iteration vectors): the same
     function, one matrix norm fewer per layer and call. With ``upsample_at_low_res``, the up-sampling
     blocks' first convolution then runs at the low resolution
     (:func:`~headpuppet.models.blocks.low_res_upsampling`: the same map, 2.25x fewer FLOPs in those
-    layers; 4-8% less time for the whole G on this CPU, eagerly, with the fused adds: bench/fast_path.py). ``weight_dtype`` (bf16, for autocast) stores
+    layers; 4-8% less time for the whole G on this CPU, eagerly, with the fused adds: bench/fast_path.py).
+    With ``strided_down``, the down-sampling blocks' second convolution and the average pooling after
+    it become one strided 4x4 convolution (:func:`~headpuppet.models.blocks.pooled_conv`: the same
+    map, 0.44x the FLOPs in those layers). ``weight_dtype`` (bf16, for autocast) stores
     every convolution and linear layer's parameters in that dtype: what autocast computes with anyway."""
     folded = copy.deepcopy(module).eval()
     # Each parametrised layer is swapped for a new plain one. (parametrize.remove_parametrizations
@@ -415,6 +423,8 @@ def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None
         setattr(folded.get_submodule(parent_name) if parent_name else folded, child, plain)
     if upsample_at_low_res:
         low_res_upsampling(folded)  # the up-sampling blocks' first conv at the low resolution: the same map
+    if strided_down:
+        strided_downsampling(folded)  # the down-sampling blocks' second conv pools as it goes: the same map
     if weight_dtype is not None:
         for sub in folded.modules():
             if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear, UpsampleConv)):

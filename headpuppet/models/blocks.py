@@ -26,7 +26,9 @@ from ..errors import ConfigError
 
 __all__ = [
     "conv", "linear", "avg_pool2", "instance_norm", "InstanceNorm", "AdaIN", "SelfAttention", "ResBlockDown",
-    "ResBlock", "ResBlockUp", "UpsampleConv", "low_res_upsampling", "has_spectral_norm",
+    "ResBlock", "ResBlockUp", "UpsampleConv", "low_res_upsampling", "pooled_conv", "strided_downsampling",
+    "PackedConv2d", "prepack_convolutions",
+    "has_spectral_norm",
 ]
 
 
@@ -72,32 +74,34 @@ _FUSED_CONV_ADD = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkl
 
 
 def _fusable(conv: nn.Module, x: torch.Tensor, other: torch.Tensor) -> bool:
-    """``conv(x) + other`` can be one oneDNN call: inference on a CPU, a plain stride-1 same-padded
-    Conv2d, channels-last tensors all in the conv's dtype, ``other`` of the output's shape; not while
+    """``conv(x) + other`` can be one oneDNN call: inference on a CPU, a plain undilated Conv2d (or
+    :class:`PackedConv2d`), channels-last tensors all in the conv's dtype, ``other`` of the output's shape; not while
     :func:`torch.compile` traces (inductor fuses the plain expression itself)."""
-    if not _FUSED_CONV_ADD or torch.is_grad_enabled() or type(conv) is not nn.Conv2d or torch.compiler.is_compiling():
+    if not _FUSED_CONV_ADD or torch.is_grad_enabled() or type(conv) not in (nn.Conv2d, PackedConv2d) \
+            or torch.compiler.is_compiling():
         return False
-    w = conv.weight
-    k = conv.kernel_size
-    return (x.device.type == "cpu" and x.dim() == 4 and conv.padding_mode == "zeros" and conv.groups == 1
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and not isinstance(conv.padding, str)
-            and tuple(2 * p + 1 for p in conv.padding) == tuple(k)
-            and x.dtype == w.dtype == other.dtype and x.dtype in (torch.float32, torch.bfloat16)
-            and other.shape == (x.shape[0], conv.out_channels, *x.shape[2:])
+    dtype = conv.dtype if isinstance(conv, PackedConv2d) else conv.weight.dtype
+    if x.dim() != 4 or isinstance(conv.padding, str) or conv.dilation != (1, 1):
+        return False
+    out_hw = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(x.shape[2:], conv.padding, conv.kernel_size, conv.stride))
+    return (x.device.type == "cpu" and conv.padding_mode == "zeros" and conv.groups == 1
+            and x.dtype == dtype == other.dtype and x.dtype in (torch.float32, torch.bfloat16)
+            and other.shape == (x.shape[0], conv.out_channels, *out_hw)
             and x.is_contiguous(memory_format=torch.channels_last)
             and other.is_contiguous(memory_format=torch.channels_last))
 
 
 def conv_add(conv: nn.Module, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``conv(x) + other`` (a residual block's sum). At inference on a CPU with channels-last
-    tensors in the conv's own dtype (the render fast path: folded weights, bf16 or fp32), one oneDNN
-    convolution that adds ``other`` as it writes its output, instead of a convolution and then an
+    tensors in the conv's own dtype (the render fast path: folded weights, bf16 or fp32, a
+    :class:`PackedConv2d` included), one oneDNN convolution that adds ``other`` as it writes its output, instead of a convolution and then an
     add over the whole activation; the plain expression everywhere else (training included)."""
     global _FUSED_CONV_ADD
     if _fusable(conv, x, other):
         try:
             return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                x, other, conv.packed if isinstance(conv, PackedConv2d) else conv.weight, conv.bias,
+                list(conv.padding), list(conv.stride), list(conv.dilation),
                 conv.groups, "add", None, None, [], None)
         except RuntimeError:  # a build or input this kernel does not take: the plain sum from now on
             _FUSED_CONV_ADD = False
@@ -243,7 +247,12 @@ class ResBlockDown(nn.Module):
         # x (B, in_ch, H, W) -> (B, out_ch, H/2, W/2)
         h = relu_of_norm(self.norm1(x), x) if self.preactivation else x
         h = self.conv1(h)
-        h = self.conv2(relu_of_norm(self.norm2(h), h))
+        h = relu_of_norm(self.norm2(h), h)
+        if self.downsample and self.conv2.stride == (2, 2):
+            # the fast path's conv2, which pools as it convolves (pooled_conv): its sum with the
+            # shortcut is one oneDNN call (conv_add)
+            return conv_add(self.conv2, h, self.shortcut(avg_pool2(x)))
+        h = self.conv2(h)
         if self.downsample:
             h = avg_pool2(h)
         if self.shortcut is None:
@@ -310,11 +319,16 @@ class UpsampleConv(nn.Module):
                                    requires_grad=False)                           # (4 O, I, 2, 2)
         bias = None if conv3x3.bias is None else conv3x3.bias.detach().repeat(4)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        #: the 2x2 convolution with its weight prepacked (:func:`prepack_convolutions`), or None
+        self.packed: PackedConv2d | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         o = self.out_channels
-        y = F.conv2d(x, self.weight, self.bias, padding=1)                        # (B, 4 O, H + 1, W + 1)
+        if self.packed is not None:
+            y = self.packed(x)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, padding=1)                    # (B, 4 O, H + 1, W + 1)
         fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty((b, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=fmt)
         for k, (r, c) in enumerate(_PHASES):
@@ -332,6 +346,146 @@ def low_res_upsampling(module: nn.Module) -> nn.Module:
         if isinstance(block, ResBlockUp) and type(block.conv1) is nn.Conv2d \
                 and not parametrize.is_parametrized(block.conv1, "weight"):
             block.conv1 = UpsampleConv(block.conv1)
+    return module
+
+
+def pooled_conv(conv3x3: nn.Conv2d) -> nn.Conv2d:
+    """``avg_pool2(conv3x3(x))`` as one convolution, for inference copies of a model (the fast path
+    swaps it in with :func:`strided_downsampling`): a 4x4 kernel of stride 2 and padding 1, the sum
+    of the 3x3 kernel's four copies shifted over the 2x2 pooling window, each weighted 1/4. The same
+    map up to float rounding (odd sizes included: both drop the last row and column), with 16 taps
+    at a quarter of the output pixels instead of 9 at all of them (0.44x the FLOPs), and without the
+    full-resolution output or the pooling pass over it."""
+    if conv3x3.kernel_size != (3, 3) or conv3x3.padding != (1, 1) or conv3x3.stride != (1, 1) \
+            or conv3x3.groups != 1 or conv3x3.dilation != (1, 1) or conv3x3.padding_mode != "zeros":
+        raise ValueError("pooled_conv needs a plain same-padded 3x3 convolution")
+    w = conv3x3.weight.detach()
+    kernel = w.new_zeros(*w.shape[:2], 4, 4)
+    for r in (0, 1):
+        for c in (0, 1):
+            kernel[:, :, r:r + 3, c:c + 3] += w / 4
+    out = nn.Conv2d(conv3x3.in_channels, conv3x3.out_channels, 4, stride=2, padding=1,
+                    bias=conv3x3.bias is not None).to(device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        out.weight.copy_(kernel)
+        if conv3x3.bias is not None:
+            out.bias.copy_(conv3x3.bias)
+    return out.requires_grad_(False)
+
+
+def strided_downsampling(module: nn.Module) -> nn.Module:
+    """Swap every down-sampling :class:`ResBlockDown`'s second convolution in ``module`` (in place)
+    for its :func:`pooled_conv`, which the block then adds to its shortcut without pooling again;
+    for inference copies of a model (the fast path's
+    :func:`~headpuppet.fewshot.animator.fold_spectral_norm`): a spectral-normalised convolution is
+    left as it is. Returns ``module``."""
+    for block in module.modules():
+        if isinstance(block, ResBlockDown) and block.downsample and type(block.conv2) is nn.Conv2d \
+                and not parametrize.is_parametrized(block.conv2, "weight") and block.conv2.stride == (1, 1):
+            block.conv2 = pooled_conv(block.conv2)
+    return module
+
+
+#: oneDNN's weight reorder and its convolution on a reordered weight (what inductor's frozen CPU
+#: graphs call); set to False by :func:`_packing_works` where they fail
+_PREPACK = _FUSED_CONV_ADD and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+_PACKING_WORKS: dict[torch.dtype, bool] = {}
+
+
+class PackedConv2d(nn.Module):
+    """A convolution for CPU inference whose weight oneDNN has reordered, once, into the blocked
+    layout it computes with (:func:`prepack_convolutions` swaps it in on the render fast path).
+
+    ``F.conv2d`` hands oneDNN the weight in PyTorch's layout, which it reorders at every call: a
+    fixed cost per layer that a 3x3 convolution with 512 channels at 16x16 in bf16 spends 30-70% of
+    its time on (the same reorder inductor's frozen graphs do once). The outputs are the same, bit
+    for bit. Inference only: autograd cannot see through the packed weight (a call that needs a
+    gradient takes the slow way, through a plain copy of the weight). The input is cast to the
+    weight's dtype, as autocast would cast it.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, padding=(0, 0), stride=(1, 1),
+                 dilation=(1, 1), groups: int = 1):
+        super().__init__()
+        self.out_channels, per_group = weight.shape[:2]
+        self.in_channels = per_group * groups
+        self.kernel_size = tuple(weight.shape[2:])
+        self.padding, self.stride, self.dilation = tuple(padding), tuple(stride), tuple(dilation)
+        self.groups = groups
+        self.padding_mode = "zeros"
+        self.dtype = weight.dtype
+        self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+            weight.detach(), list(self.padding), list(self.stride), list(self.dilation), groups)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "PackedConv2d":
+        return cls(conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight in PyTorch's layout (a copy)."""
+        return self.packed.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.conv2d(x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, list(self.padding),
+                                                       list(self.stride), list(self.dilation), self.groups,
+                                                       "none", [], "")
+
+    def __deepcopy__(self, memo) -> "PackedConv2d":  # a oneDNN tensor has no storage to copy
+        return PackedConv2d(self.dense_weight(), None if self.bias is None else self.bias.clone(), self.padding,
+                            self.stride, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"padding={self.padding}, dtype={self.dtype}, prepacked")
+
+
+def _packing_works(dtype: torch.dtype) -> bool:
+    """Whether :class:`PackedConv2d` runs here in ``dtype`` and gives ``F.conv2d``'s numbers (a
+    tiny convolution, once per dtype and process): a processor without bf16 support, or a torch
+    built without oneDNN, keeps plain convolutions."""
+    if not _PREPACK or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if dtype not in _PACKING_WORKS:
+        try:
+            g = torch.Generator().manual_seed(0)
+            w = torch.randn(8, 8, 3, 3, generator=g).to(dtype)
+            b = torch.randn(8, generator=g).to(dtype)
+            x = torch.randn(1, 8, 5, 5, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                got = PackedConv2d(w, b, (1, 1))(x).float()
+                ref = F.conv2d(x, w, b, padding=1).float()
+            _PACKING_WORKS[dtype] = bool(torch.allclose(got, ref, atol=1e-2, rtol=1e-2))
+        except RuntimeError:
+            _PACKING_WORKS[dtype] = False
+    return _PACKING_WORKS[dtype]
+
+
+def _packable(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and not parametrize.is_parametrized(conv, "weight")
+            and conv.weight.device.type == "cpu" and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and _packing_works(conv.weight.dtype))
+
+
+def prepack_convolutions(module: nn.Module) -> nn.Module:
+    """Swap every plain CPU ``nn.Conv2d`` in ``module`` (in place) for a :class:`PackedConv2d`, and
+    give every :class:`UpsampleConv` a packed copy of its 2x2 convolution; for inference copies of a
+    model (the render fast path's eager fold, :meth:`~headpuppet.fewshot.animator.Animator._folded`),
+    not for ones that :func:`torch.compile` traces (inductor packs its own). Spectral-normalised
+    convolutions, and everything where this torch or processor cannot run oneDNN's packed
+    convolution, stay as they are. Returns ``module``."""
+    for name, sub in list(module.named_modules()):
+        if isinstance(sub, UpsampleConv) and sub.packed is None and sub.weight.device.type == "cpu" \
+                and _packing_works(sub.weight.dtype):
+            sub.packed = PackedConv2d(sub.weight, sub.bias, (1, 1))
+            sub.weight = sub.bias = None  # the packed copy is all the fast path reads
+        elif _packable(sub):
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, PackedConv2d.from_conv(sub))
     return module
 
 
