@@ -392,6 +392,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
 
     # no C++ compiler at all: said at once, before any tracing (torch.compile is not even called)
     animator._compile_cache.clear()
+    animator._fold_cache.clear()
     made.clear()
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(animator_module, "_no_cpp_compiler",
@@ -402,6 +403,13 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     assert np.array_equal(out, eager) and made == []
     warnings = [r.getMessage() for r in caplog.records if r.name == "headpuppet.fewshot.animator"]
     assert len(warnings) == 1 and "No working C++ compiler" in warnings[0]
+    # and no fold made for a compile that cannot happen (only the eager one, which renders)
+    assert animator._compile_cache[(False, True)].folded is None
+    assert [k[3] for k in animator._fold_cache] == [True]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="headpuppet.fewshot.animator"):
+        assert np.array_equal(animator.render(person, pts, batch_size=4, compile=True), eager)
+    assert not caplog.records                                    # said once
 
 
 def test_no_cpp_compiler_reads_inductors_own_check(monkeypatch):

@@ -262,17 +262,22 @@ class Animator:
         compiled on its first call (:meth:`_CompiledG.run`). Its fold keeps the up-sampling
         convolutions at the high resolution: inductor's kernels for them are faster than its
         kernels for :class:`~headpuppet.models.blocks.UpsampleConv`'s interleaving (default model,
-        compiled: 1.34x slower with it; paper-256: the same)."""
-        folded = self._folded(gen, bf16, channels_last, low_res_upsampling=False)
+        compiled: 1.34x slower with it; paper-256: the same). Where inductor finds no C++ compiler
+        (checked on the first call per precision and format, and said once), no such fold is
+        made: its ``folded`` and ``fn`` are None and :meth:`render` uses the eager fold."""
         key = (bf16, channels_last)
         hit = self._compile_cache.get(key)
-        if hit is None or hit.folded is not folded:
+        if hit is not None and hit.folded is None:
+            return hit
+        if hit is None:
             missing = _no_cpp_compiler() if self.device.type == "cpu" else None
             if missing:  # say so now, not after the half minute of tracing that ends in the same error
                 log.warning("torch.compile could not compile G (%s); rendering without it", missing)
-                hit = _CompiledG(folded, None)
-            else:
-                hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
+                self._compile_cache[key] = hit = _CompiledG(None, None)
+                return hit
+        folded = self._folded(gen, bf16, channels_last, low_res_upsampling=False)
+        if hit is None or hit.folded is not folded:
+            hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
             self._compile_cache[key] = hit
         return hit
 
@@ -351,10 +356,10 @@ def _no_cpp_compiler() -> str | None:
 
 @dataclass
 class _CompiledG:
-    """A folded G and its :func:`torch.compile` (``fn``; None once compiling has failed); ``ok`` once a
-    call has succeeded, i.e. once it has compiled."""
+    """A folded G and its :func:`torch.compile` (``fn``; None once compiling has failed; both None where
+    there is no C++ compiler to compile with); ``ok`` once a call has succeeded, i.e. once it has compiled."""
 
-    folded: torch.nn.Module
+    folded: torch.nn.Module | None
     fn: Callable | None
     ok: bool = False
 
