@@ -14,6 +14,7 @@ import sys
 import typer
 
 from .. import __version__
+from ..devices import tune_allocator
 from ..nativelog import install_stderr_filter
 from ..plugins import make_plugin_manager, register_commands
 from ._common import CliState, setup_logging
@@ -76,6 +77,7 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 def main() -> None:
     # first, while no thread exists (it forks): native libraries' log lines off the terminal, unless -vv
     install_stderr_filter(sys.argv[1:])
+    tune_allocator()
     _prescan_plugins_dir(sys.argv[1:])
     app = build_app()
     app(prog_name="headpuppet")

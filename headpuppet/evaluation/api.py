@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..devices import resolve_device
+from ..devices import resolve_device, tune_allocator
 from ..errors import HeadpuppetError, PluginError
 from ..outputs import check_not_input, check_writable_dir
 from ..plugins import make_plugin_manager, registry
@@ -71,6 +71,7 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path
         HeadpuppetError: a one-line message for bad input (no methods, missing dataset, a
             checkpoint of another version, an unknown device or metric...).
     """
+    tune_allocator()
     reporter = reporter or NULL
     pm = pm if pm is not None else make_plugin_manager()
     device = str(resolve_device(device))  # an unknown or absent device: one line, before any work

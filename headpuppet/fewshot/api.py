@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
-from ..devices import resolve_device
+from ..devices import resolve_device, tune_allocator
 from ..errors import CheckpointError, MediaError
 from ..outputs import check_not_input, check_writable_dir, check_writable_file
 
@@ -57,6 +57,7 @@ def load_model(checkpoint: PathLike | None = None, *, device: str | None = None,
     """
     from .animator import Animator, resolve_checkpoint  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
 
+    tune_allocator()
     return Animator.from_checkpoint(resolve_checkpoint(checkpoint), device=str(resolve_device(device)), pm=pm,
                                     precision=precision)
 
@@ -112,6 +113,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     from .session import load_person
     from .sources import open_driver
 
+    tune_allocator()
     sources = _as_list(sources)
     out = Path(output) if output is not None else default_output(sources, driver)
     check_writable(out)                                   # before any work
@@ -166,6 +168,7 @@ def fine_tune(sources: PathLike | Sequence[PathLike], out: PathLike, *, checkpoi
     from .person import is_person_dir
     from .sources import load_source_images
 
+    tune_allocator()
     out, sources = Path(out), _as_list(sources)
     if out.exists() and not out.is_dir():
         raise MediaError(f"{out} is a file; --out must be a folder to write the person into")

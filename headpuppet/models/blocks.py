@@ -390,8 +390,8 @@ def strided_downsampling(module: nn.Module) -> nn.Module:
     return module
 
 
-#: oneDNN's weight reorder and its convolution on a reordered weight (what inductor's frozen CPU
-#: graphs call); set to False by :func:`_packing_works` where they fail
+#: whether this torch has oneDNN's weight reorder and its convolution on a reordered weight (what
+#: inductor's frozen CPU graphs call); whether they run here, per dtype: :func:`_packing_works`
 _PREPACK = _FUSED_CONV_ADD and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
 _PACKING_WORKS: dict[torch.dtype, bool] = {}
 
