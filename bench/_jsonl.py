@@ -4,6 +4,10 @@ Every line starts with ``"figure"`` (what was measured), then the configuration 
 (``machine``, ``cpus``, ``threads`` when torch is loaded, ``load``: the 1-minute load average at the
 moment the line is printed), then the script's own configuration and its figures. NaN and infinite
 values become ``null`` so that every line is strict JSON.
+
+Importing this module sets malloc as every ``headpuppet`` command and API call does
+(:func:`headpuppet.devices.tune_allocator`), so the scripts measure the code as it runs for a user;
+``HEADPUPPET_MALLOC=default`` measures it with glibc's own setting (``bench/allocator.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import math
 import os
 import platform
 import sys
+
+from headpuppet.devices import tune_allocator
+
+tune_allocator()
 
 
 def config(**kw) -> dict:
