@@ -87,10 +87,11 @@ def tune_allocator() -> bool:
     glibc serves allocations above its mmap threshold (128 KB at first) with fresh pages from the
     kernel and hands them back when they are freed, and it trims the heap's free top. A tensor
     buffer made and freed at every call is then page-faulted in anew each time: the default
-    model's G at batch 8 took about 9,700 page faults per call (38 MB of fresh pages), 2.1-2.7 ms
+    model's G at batch 8 took about 9,600 page faults per call (38 MB of fresh pages), 2.4-3.0 ms
     of kernel time per frame. With the threshold at 32 MB and up to 256 MB of freed heap kept, it
-    takes none, and renders in 0.84-0.92x the time (``python bench/allocator.py``). Memory is not
-    lost: freed buffers are reused by the next allocations of the process. ``headpuppet`` commands
+    takes none, and renders in 0.74x the time (0.64-0.94x over four rounds of fresh processes,
+    ``python bench/allocator.py``). Freed buffers are not lost: the process's next allocations
+    reuse them. ``headpuppet`` commands
     and the Python API's ``animate``, ``fine_tune``, ``load_model`` and ``evaluate`` call this.
     """
     global _allocator_tuned
