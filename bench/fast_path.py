@@ -21,7 +21,7 @@ the variants add them one at a time:
 
 One JSON line per model and variant (machine, threads, load average): ``time_ratio_median`` (variant /
 baseline; below 1 is faster) with its quartiles, ``ms_per_frame`` of both, and ``max_abs_diff`` of the
-variant's output from the baseline's (G's output is in [-1, 1]). With ``--compiled``, the two folds go
+variant's output from the baseline's (G's output is in [-1, 1]). With ``--compiled``, the folds go
 through ``torch.compile`` (inductor, frozen weights, as ``animate --compile``) instead: the compile's
 fold with the strided down-sampling convolutions against the one without them, and with ``UpsampleConv``
 against without it (three compiles, tens of seconds each).
