@@ -37,10 +37,9 @@ def child(photo: str, steps: int) -> None:
     import resource
     import time
 
-    import torch
-
     from _jsonl import config, emit
     from animate import _gen_inputs, build_animator
+    from fast_path import _timer
     from headpuppet.devices import tune_allocator
     from headpuppet.media.imaging import read_image
     from headpuppet.plugins import make_plugin_manager
@@ -49,19 +48,15 @@ def child(photo: str, steps: int) -> None:
     animator, weights = build_animator("demo", "cpu", make_plugin_manager())
     person = animator.prepare_source([read_image(photo)])
     batch = 8
-    gen, y, psi, src = _gen_inputs(animator, person, batch, True, True, str(animator.precision).replace("fp32", "none"))
-    bf16 = animator.precision == "bf16"
-
-    def once() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            gen(y, psi=psi, **src)
-
+    amp = "bf16" if animator.precision == "bf16" else "none"
+    gen, y, psi, src = _gen_inputs(animator, person, batch, True, True, amp)
+    once = _timer(amp, y, psi, src)
     for _ in range(3):
-        once()
+        once(gen)
     calls = 30
     r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(calls):
-        once()
+        once(gen)
     wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
     frames = calls * batch
     row = dict(malloc="tuned" if tuned else "default", weights=weights, precision=str(animator.precision), batch=batch,

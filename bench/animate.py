@@ -169,7 +169,7 @@ def generator_gflop(animator, person, batch: int, folded: bool = False, compile_
 
     gen, y, psi, src = _gen_inputs(animator, person, batch, False, folded)
     if folded and compile_fold:
-        gen = animator._folded(animator.generator.eval(), low_res_upsampling=False)
+        gen = animator._folded(animator.generator.eval(), for_compile=True)
     attention = []
 
     def hook(module, inputs, output):

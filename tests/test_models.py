@@ -357,7 +357,7 @@ def test_upsample_conv_is_nearest_upsampling_then_the_3x3_conv():
     for bias in (True, False):
         conv3 = nn.Conv2d(5, 7, 3, padding=1, bias=bias).double()
         up = UpsampleConv(conv3)
-        assert up.weight.shape == (28, 5, 2, 2)
+        assert up.conv.weight.shape == (28, 5, 2, 2)
         for shape in ((2, 5, 6, 9), (1, 5, 1, 1), (1, 5, 3, 4)):
             x = torch.randn(*shape, dtype=torch.float64)
             ref = conv3(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -524,6 +524,6 @@ def test_packed_conv_gives_the_plain_convs_numbers():
         ref = model(x)
     prepack_convolutions(model)
     assert isinstance(model[0], PackedConv2d) and has_spectral_norm(model[1])  # spectral norm: kept
-    assert isinstance(model[2].packed, PackedConv2d) and model[2].weight is None
+    assert isinstance(model[2].conv, PackedConv2d)  # UpsampleConv's own conv
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)

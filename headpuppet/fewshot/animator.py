@@ -32,7 +32,7 @@ from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
 from ..media.landmarks import rasterise
-from ..models.blocks import UpsampleConv, low_res_upsampling, prepack_convolutions, strided_downsampling
+from ..models.blocks import low_res_upsampling, prepack_convolutions, strided_downsampling
 from ..models.warp_generator import needs_source
 from ..plugins import make_plugin_manager, registry
 from ..progress import NULL, Reporter
@@ -275,30 +275,31 @@ class Animator:
                 log.warning("torch.compile could not compile G (%s); rendering without it", missing)
                 self._compile_cache[key] = hit = _CompiledG(None, None)
                 return hit
-        folded = self._folded(gen, bf16, channels_last, low_res_upsampling=False)
+        folded = self._folded(gen, bf16, channels_last, for_compile=True)
         if hit is None or hit.folded is not folded:
             hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
             self._compile_cache[key] = hit
         return hit
 
     def _folded(self, gen: torch.nn.Module, bf16: bool = False, channels_last: bool = False,
-                low_res_upsampling: bool = True) -> torch.nn.Module:
+                for_compile: bool = False) -> torch.nn.Module:
         """``gen`` with spectral norm folded (and, for ``bf16``, its convolution and linear weights
         stored in bf16, which autocast would otherwise cast anew at every call: 13% of the paper-256
         G's time), in the channels-last memory format when asked, cached per module, precision and
         format and rebuilt when its weights change (fine-tuning updates them in place, which bumps
-        the tensors' version counters). ``low_res_upsampling``: as for :func:`fold_spectral_norm`; it
-        also marks the eager fold (the compile's keeps the up-sampling convolutions as they are), whose
-        convolutions, in channels-last on a CPU, get their weights prepacked for oneDNN
-        (:func:`~headpuppet.models.blocks.prepack_convolutions`)."""
-        key = (id(gen), bf16, channels_last, low_res_upsampling)
+        the tensors' version counters). The eager fold runs its up-sampling convolutions at the low
+        resolution (:func:`fold_spectral_norm`) and, in channels-last on a CPU, gets its weights
+        prepacked for oneDNN (:func:`~headpuppet.models.blocks.prepack_convolutions`); the fold
+        ``for_compile`` does neither (inductor's kernels for the former are slower, and it packs its
+        own weights)."""
+        key = (id(gen), bf16, channels_last, for_compile)
         version = sum(int(t._version) for t in gen.state_dict().values())
         hit = self._fold_cache.get(key)
         if hit is None or hit[0] is not gen or hit[1] != version:
-            folded = fold_spectral_norm(gen, torch.bfloat16 if bf16 else None, low_res_upsampling)
+            folded = fold_spectral_norm(gen, torch.bfloat16 if bf16 else None, upsample_at_low_res=not for_compile)
             if channels_last:
                 folded.to(memory_format=torch.channels_last)
-                if low_res_upsampling:
+                if not for_compile:
                     prepack_convolutions(folded)
             hit = (gen, version, folded)
             self._fold_cache[key] = hit
@@ -432,7 +433,7 @@ def fold_spectral_norm(module: torch.nn.Module, weight_dtype: torch.dtype | None
         strided_downsampling(folded)  # the down-sampling blocks' second conv pools as it goes: the same map
     if weight_dtype is not None:
         for sub in folded.modules():
-            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear, UpsampleConv)):
+            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
                 sub.to(weight_dtype)
     return folded.requires_grad_(False)
 

@@ -319,20 +319,20 @@ class UpsampleConv(nn.Module):
             raise ValueError("UpsampleConv needs a plain same-padded 3x3 convolution")
         w = conv3x3.weight.detach()
         self.out_channels = conv3x3.out_channels
-        self.weight = nn.Parameter(torch.cat([_phase_taps(_phase_taps(w, a, 2), b, 3) for a, b in _PHASES]),
-                                   requires_grad=False)                           # (4 O, I, 2, 2)
-        bias = None if conv3x3.bias is None else conv3x3.bias.detach().repeat(4)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        #: the 2x2 convolution with its weight prepacked (:func:`prepack_convolutions`), or None
-        self.packed: PackedConv2d | None = None
+        # the four phases' 2x2 kernels stacked as output channels: one plain convolution, which the
+        # fast path's dtype cast and weight packing treat as any other
+        self.conv = nn.Conv2d(conv3x3.in_channels, 4 * self.out_channels, 2, padding=1,
+                              bias=conv3x3.bias is not None).to(device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.cat([_phase_taps(_phase_taps(w, a, 2), b, 3) for a, b in _PHASES]))
+            if conv3x3.bias is not None:
+                self.conv.bias.copy_(conv3x3.bias.detach().repeat(4))
+        self.conv.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         o = self.out_channels
-        if self.packed is not None:
-            y = self.packed(x)
-        else:
-            y = F.conv2d(x, self.weight, self.bias, padding=1)                    # (B, 4 O, H + 1, W + 1)
+        y = self.conv(x)                                                          # (B, 4 O, H + 1, W + 1)
         fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty((b, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=fmt)
         for k, (r, c) in enumerate(_PHASES):
@@ -476,18 +476,13 @@ def _packable(conv: nn.Module) -> bool:
 
 
 def prepack_convolutions(module: nn.Module) -> nn.Module:
-    """Swap every plain CPU ``nn.Conv2d`` in ``module`` (in place) for a :class:`PackedConv2d`, and
-    give every :class:`UpsampleConv` a packed copy of its 2x2 convolution; for inference copies of a
-    model (the render fast path's eager fold, :meth:`~headpuppet.fewshot.animator.Animator._folded`),
+    """Swap every plain CPU ``nn.Conv2d`` in ``module`` (in place, :class:`UpsampleConv`'s own
+    included) for a :class:`PackedConv2d`; for inference copies of a model (the render fast path's eager fold, :meth:`~headpuppet.fewshot.animator.Animator._folded`),
     not for ones that :func:`torch.compile` traces (inductor packs its own). Spectral-normalised
     convolutions, and everything where this torch or processor cannot run oneDNN's packed
     convolution, stay as they are. Returns ``module``."""
     for name, sub in list(module.named_modules()):
-        if isinstance(sub, UpsampleConv) and sub.packed is None and sub.weight.device.type == "cpu" \
-                and _packing_works(sub.weight.dtype):
-            sub.packed = PackedConv2d(sub.weight, sub.bias, (1, 1))
-            sub.weight = sub.bias = None  # the packed copy is all the fast path reads
-        elif _packable(sub):
+        if _packable(sub):
             parent, _, child = name.rpartition(".")
             setattr(module.get_submodule(parent) if parent else module, child, PackedConv2d.from_conv(sub))
     return module
