@@ -193,6 +193,53 @@ def test_bad_frames_and_options_raise(photo_detector):
         factory(max_faces=0)
 
 
+def test_mesh_points_read_from_bytes_equal_the_attributes(shared_video):
+    """mesh_points reads Face Mesh's landmarks from their serialised bytes; the protobuf attributes
+    give the same pixels, and a list with another field set (visibility) takes the attribute path."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    from headpuppet_plugins.mediapipe_detector import mesh_points, native_stderr_muted
+
+    frame = _video_frames(shared_video, 1)[0]
+    h, w = frame.shape[:2]
+    det = registry(make_plugin_manager(), "landmarks").create("mediapipe", static_image_mode=True)
+    try:
+        with native_stderr_muted():
+            lms = det._mesh.process(frame).multi_face_landmarks[0]
+    finally:
+        det.close()
+
+    def attributes(landmarks):
+        return np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks.landmark], dtype=np.float64)
+
+    assert len(lms.landmark) == 478
+    assert np.array_equal(mesh_points(lms, w, h), attributes(lms))
+    other = landmark_pb2.NormalizedLandmarkList()
+    other.CopyFrom(lms)
+    other.landmark[5].visibility = 0.5
+    assert np.array_equal(mesh_points(other, w, h), attributes(other))
+    assert mesh_points(landmark_pb2.NormalizedLandmarkList(), w, h).size == 0
+
+
+def test_mediapipe_is_imported_without_matplotlib_which_stays_usable():
+    """Making a detector imports mediapipe without the matplotlib its drawing helpers import (half
+    its import time); afterwards ``import matplotlib.pyplot`` is the real module, and so is what the
+    drawing helpers use."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from headpuppet.plugins import make_plugin_manager, registry\n"
+        "det = registry(make_plugin_manager(), 'landmarks').create('mediapipe')\n"
+        "print('matplotlib' in sys.modules, 'mediapipe' in sys.modules)\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(type(plt).__name__, drawing_utils.plt.figure is plt.figure)\n"
+        "det.close()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "module", "True"], out.stdout + out.stderr[-2000:]
+
+
 def test_mapping_uses_each_contour_in_order():
     from headpuppet_plugins.mediapipe_detector import MAPPING, mesh_iris, mesh_to_ibug
 
