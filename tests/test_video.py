@@ -103,6 +103,42 @@ def test_writer_muxes_audio_and_is_shortest(av_video, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]  # no temporaries left
 
 
+def _audio_packets(path) -> list[str]:
+    """The md5 of each audio packet of ``path``, as stored (not decoded)."""
+    res = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+                          "-f", "framemd5", "-"], check=True, capture_output=True, text=True)
+    return [line.rsplit(",", 1)[1].strip() for line in res.stdout.splitlines() if line and not line.startswith("#")]
+
+
+def test_writer_copies_aac_and_encodes_other_audio(av_video, tmp_path):
+    """AAC audio goes into the output as it is (the same packets, cut at the last frame); PCM, which
+    players rarely take in MP4, is encoded AAC and padded to the last frame."""
+    frames = list(read_frames(av_video))[:30]  # 1.2 s; the tone lasts 3 s
+    out = tmp_path / "copied.mp4"
+    with VideoWriter(out, fps=25, audio_from=av_video) as w:
+        for f in frames:
+            w.write(f)
+    info = probe(out)
+    assert probe(av_video).audio_codec == "aac" and info.audio_codec == "aac" and info.num_frames == 30
+    src, got = _audio_packets(av_video), _audio_packets(out)
+    assert 0 < len(got) < len(src) and got == src[:len(got)]
+    assert info.duration == pytest.approx(1.2, abs=0.05)
+
+    pcm = tmp_path / "pcm.mov"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error",
+                    "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=2", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-map", "0:v", "-map", "1:a",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(pcm)], check=True)
+    assert probe(pcm).audio_codec == "pcm_s16le"
+    out = tmp_path / "encoded.mp4"
+    with VideoWriter(out, fps=25, audio_from=pcm) as w:
+        for f in frames:
+            w.write(f)
+    info = probe(out)
+    assert info.audio_codec == "aac" and info.num_frames == 30
+    assert info.duration == pytest.approx(1.2, abs=0.1)  # the 0.5 s tone padded with silence
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.mp4", "encoded.mp4", "pcm.mov"]
+
+
 def test_writer_without_audio_source_audio_and_odd_size(tmp_path, shared_video):
     out = tmp_path / "odd.mp4"
     with VideoWriter(out, fps=10, audio_from=shared_video) as w:  # the shared clip has no audio
