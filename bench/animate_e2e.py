@@ -9,10 +9,11 @@ Prints JSON lines, each with the machine, thread count and load average:
   plus ``headpuppet.load_model()`` (the default model ready to render), medians of ``--repeats``,
   next to ``import torch`` alone (the floor under the latter);
 - ``end_to_end``, ``--rounds`` times each: with animate's default fine-tuning on the photo
-  (``finetune_steps`` "default") and without (0); ``headpuppet.animate(PHOTO, DRIVER)`` (what the command runs) in a fresh
-  process, its wall time from start-up to the written video, split into ``person_s`` (model load,
-  the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's), ``render_s`` (G)
-  and ``rest_s`` (start-up, encoding),
+  (``finetune_steps`` "default") and without (0); the command ``headpuppet -v animate PHOTO DRIVER -o
+  OUT`` in a fresh process, its wall time from start-up to the written video (with the driver's
+  audio) and the process's exit, split by the timings line that ``-v`` prints into ``person_s``
+  (model load, the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's),
+  ``render_s`` (G) and ``rest_s`` (start-up, encoding, exit),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
   default precision, batch 8, measured in this process just before) plus one ffmpeg run that decodes the driver
@@ -22,8 +23,8 @@ Prints JSON lines, each with the machine, thread count and load average:
   G alone is timed again just before each run (this machine's speed drifts between minutes);
 - ``end_to_end_summary`` per mode: ``ratio_median``, ``ratio_min``, ``ratio_max`` over the rounds.
 
-The driver is a shared face video looped to ``--seconds`` and scaled to ``--size`` px (made once, in
-a temporary folder).
+The driver is a shared face video with sound (a creator's driver has it) looped to ``--seconds`` and
+scaled to ``--size`` px (made once, in a temporary folder).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -111,17 +113,19 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
     info = probe(driver)
     out = folder / "out.mp4"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    child = ("import json, sys, headpuppet; steps = None if sys.argv[4] == 'default' else int(sys.argv[4]); "
-             "r = headpuppet.animate(sys.argv[1], sys.argv[2], sys.argv[3], finetune_steps=steps); "
-             "print(json.dumps(r.timings))")
+    cmd = [sys.executable, "-m", "headpuppet", "-v", "animate", str(photo), str(driver), "-o", str(out)]
     steps = "default" if finetune_steps is None else str(finetune_steps)
+    if finetune_steps is not None:
+        cmd += ["--finetune-steps", steps]
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", child, str(photo), str(driver), str(out), steps],
-                         capture_output=True, text=True, env=ENV)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     wall = time.perf_counter() - t
     if res.returncode:
         raise SystemExit(f"animate failed: {res.stderr.strip().splitlines()[-1:]}")
-    timings = json.loads(res.stdout.strip().splitlines()[-1])
+    line = re.search(r"timings \(s\): (.*)", res.stdout)
+    if line is None:
+        raise SystemExit(f"animate printed no timings line: {res.stdout.strip().splitlines()[-1:]}")
+    timings = {k: float(v) for k, v in (item.split("=") for item in line.group(1).split())}
     rss_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     size = probe(out).width
     plain = _wall([ffmpeg_exe(), "-v", "error", "-y", "-i", str(driver), "-vf", f"scale={size}:{size}",
@@ -142,7 +146,7 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
 def add_driver_args(ap: argparse.ArgumentParser) -> None:
     """``--photo``, ``--video`` (the driver's source), ``--seconds`` and ``--size`` (the looped, scaled driver)."""
     ap.add_argument("--photo", type=Path, default=FACES / "photos" / "fr_obama.jpg")
-    ap.add_argument("--video", type=Path, default=FACES / "videos" / "dtk_m030_happy.mp4")
+    ap.add_argument("--video", type=Path, default=FACES / "videos" / "lp_d12.mp4")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", type=int, default=512)
 

@@ -4,6 +4,8 @@ one line and leaves no output file."""
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 
 import numpy as np
@@ -80,14 +82,20 @@ def test_animate_keeps_frames_fps_and_audio(run, media, ckpt, tmp_path):
     drv = probe(media["driver"])
     assert drv.has_audio and drv.num_frames == N_FRAMES
     out = tmp_path / "out.mp4"
-    res = run("animate", media["photo"], media["driver"], "-o", out, "--checkpoint", ckpt, "--device", "cpu",
-              "--batch-size", 4)
+    try:
+        res = run("-v", "animate", media["photo"], media["driver"], "-o", out, "--checkpoint", ckpt,
+                  "--device", "cpu", "--batch-size", 4)
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)  # -v set INFO for the process
     assert res.exit_code == 0, res.text
     info = probe(out)
     assert info.num_frames == N_FRAMES and info.fps == pytest.approx(drv.fps)
     assert info.has_audio
     assert (info.width, info.height) == (32, 32)
     assert f"{N_FRAMES} frames" in res.text and "audio" in res.text
+    # -v says where the time went (bench/animate_e2e.py reads this line)
+    timings = re.search(r"timings \(s\): (.*)", res.text).group(1).split()
+    assert {t.split("=")[0] for t in timings} >= {"person", "landmarks", "render"}
     assert _leftovers(tmp_path) == []
 
 

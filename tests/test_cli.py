@@ -50,6 +50,16 @@ def test_console_script_and_module_entry_run():
     assert out.stdout.strip().startswith("headpuppet ")
 
 
+def test_main_freezes_the_heap_before_the_interpreter_exits():
+    """main() leaves the objects made so far out of the exit's garbage collections (gc.freeze), also
+    when the command fails; the command's own work and output are untouched."""
+    code = ("import gc, sys; from headpuppet.cli import main; sys.argv = ['headpuppet'] + sys.argv[1:]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, gc.get_freeze_count() > 0)")
+    for args, status in ((["--version"], "0"), (["animate"], "2")):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+        assert out.stdout.strip().splitlines()[-1] == f"{status} True", out.stdout + out.stderr
+
+
 def test_config_errors_are_one_line():
     from headpuppet.config import load_config
     from headpuppet.errors import ConfigError

@@ -6,6 +6,7 @@ A thin wrapper over :func:`headpuppet.animate` (a file or folder DRIVER) and the
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -96,5 +97,7 @@ def register(app: typer.Typer, state) -> None:
             lines.append(f"relative motion: driver frame {result.reference} mapped onto the source's pose")
         lines.append(f"{seconds:.1f} s in all, {result.frames / max(result.seconds, 1e-9):.1f} frames/s "
                      f"(landmarks + render + encode) on {result.device}")
+        if logging.getLogger().isEnabledFor(logging.INFO):  # -v: where the time went
+            lines.append("timings (s): " + " ".join(f"{k}={v:.2f}" for k, v in result.timings.items()))
         for line in lines:
             console.print(line, highlight=False, soft_wrap=True)
