@@ -75,6 +75,41 @@ def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
     assert read_image(previews[0]).shape == (2 * S, 4 * S, 3)  # rows: source | landmark | generated | real
 
 
+def test_the_frames_targets_are_computed_once(tmp_path, astronaut):
+    """The content loss's activations of the T frames are computed once, before the steps, and each
+    step takes its batch's rows; the steps are those of recomputing them at every step (bit for bit
+    with one frame, within float rounding with two)."""
+    from headpuppet.fewshot.animator import Animator
+    from headpuppet.training.losses import ContentLoss
+
+    animator = Animator.from_checkpoint(make_checkpoint(tmp_path), pm=make_pm())
+    loss = ContentLoss(animator.pm, animator.cfg.loss)
+    assert loss.nets
+    calls = []
+    targets = loss.targets
+    loss.targets = lambda real, points=None: calls.append(len(real)) or targets(real, points)
+
+    class EveryStep:  # the same loss without targets(): the real frames run at every step
+        def __call__(self, fake, real, points=None):
+            return loss(fake, real, points=points)
+
+    for frames in ([astronaut], [astronaut, astronaut[:, ::-1].copy()]):
+        person = animator.prepare_source(frames, detector=TwoFaces())
+        calls.clear()
+        cached = animator.fine_tune(person, 3, content_loss=loss, seed=0)
+        assert calls == [len(frames)]                     # once, for the T frames
+        calls.clear()
+        again = animator.fine_tune(person, 3, content_loss=EveryStep(), seed=0)
+        assert len(calls) == 3                            # at every step
+        pairs = [(cached.psi, again.psi), (cached.w, again.w)] + list(
+            zip(cached.generator.parameters(), again.generator.parameters()))
+        for a, b in pairs:
+            if len(frames) == 1:
+                assert torch.equal(a, b)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):
     from headpuppet.cli import build_app
     from headpuppet.media.imaging import write_image

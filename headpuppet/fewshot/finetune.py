@@ -105,6 +105,7 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
     T = len(frames)
     warp_guided = needs_source(gen)
     pts = torch.from_numpy(np.asarray(points, np.float32)).to(device)         # (T, 68, 2)
+    content = _FixedTargets(content_loss, reals, pts)
     if preview_dir is not None:
         Path(preview_dir).mkdir(parents=True, exist_ok=True)
     stats: dict[str, float] = {}
@@ -119,7 +120,8 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                 batch.update(shots=reals[None].expand(b, -1, -1, -1, -1), shot_points=pts[None].expand(b, -1, -1, -1))
                 if T > 1:
                     batch["shot_allowed"] = idx[:, None] != torch.arange(T, device=device)[None]
-            stats = train_step(_Nets, batch, opt_d, opt_g, content_loss, cfg, w=w.expand(b, -1),
+            content.rows = idx
+            stats = train_step(_Nets, batch, opt_d, opt_g, content, cfg, w=w.expand(b, -1),
                                psi=psi.expand(b, -1), use_match=False, match_w=False, autocast=ac)
             task.advance(1, G=stats["Loss/G/total"], D=stats["Loss/D/total"])
             if preview_dir is not None and preview_every and (step % preview_every == 0 or step == steps):
@@ -133,6 +135,25 @@ def fine_tune_person(animator, person, steps: int | None = None, *, reporter: Re
                   psi=psi.detach().clone(), w=w.detach().clone(), image=person.image, box=person.box,
                   labels=person.labels, faces_found=person.faces_found, generator=gen, discriminator=disc,
                   finetune_steps=person.finetune_steps + steps)
+
+
+class _FixedTargets:
+    """The content loss of fine-tuning: the T frames never change, so each perceptual network's
+    activations of them are computed once (:meth:`ContentLoss.targets`) and every step compares the
+    fake with the rows of its batch (``rows``, set before the step) instead of running the network
+    on the real frames again."""
+
+    def __init__(self, loss: ContentLoss, reals: torch.Tensor, points: torch.Tensor):
+        self.loss = loss
+        # a content loss of one's own without targets(): it runs on the real frames at every step
+        self.cache = loss.targets(reals, points) if callable(getattr(loss, "targets", None)) else None
+        self.rows: torch.Tensor | None = None
+
+    def __call__(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None):
+        if self.cache is None:
+            return self.loss(fake, real, points=points)
+        targets = {name: [a[self.rows] for a in acts] for name, acts in self.cache.items()}
+        return self.loss(fake, real, points=points, targets=targets)
 
 
 def clone_module(module: torch.nn.Module) -> torch.nn.Module:

@@ -69,16 +69,29 @@ class ContentLoss(nn.Module):
             self.nets[name] = net
             self.weights[name] = float(weight)
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def targets(self, real: torch.Tensor, points: torch.Tensor | None = None) -> dict[str, list[torch.Tensor]]:
+        """Each network's activations of ``real`` (without autograd): what :meth:`forward` compares
+        the fake with. Rows are per sample, so a fixed set of frames (fine-tuning's T frames) can be
+        computed once and its rows passed to :meth:`forward` as ``targets`` at every step."""
+        out = {}
+        with torch.no_grad():
+            for name, net in self.nets.items():
+                kw = {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
+                out[name] = list(net(real, **kw))  # (B, C_l, H_l, W_l) per compared layer
+        return out
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None,
+                targets: dict[str, list[torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Weighted terms ``{name: loss}``. ``points`` ``(B, 68, 2)``, the target's landmarks in pixels,
-        go to the networks that declare ``accepts_points`` (face-aligned crops, e.g. ``dlib-identity``)."""
+        go to the networks that declare ``accepts_points`` (face-aligned crops, e.g. ``dlib-identity``).
+        ``targets``: :meth:`targets` of ``real``, computed before (then ``real`` is not run again)."""
         if fake.shape != real.shape:
             raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} must have the same shape")
+        targets = self.targets(real, points) if targets is None else targets
         out: dict[str, torch.Tensor] = {}
         for name, net in self.nets.items():
             kw = {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
-            with torch.no_grad():
-                target = net(real, **kw)  # list of (B, C_l, H_l, W_l)
+            target = targets[name]
             acts = net(fake, **kw)
             total = sum(F.l1_loss(a, t) for a, t in zip(acts, target))
             out[name] = self.weights[name] * total
