@@ -75,10 +75,11 @@ def test_psi_and_w_start_from_the_embedding(tmp_path, astronaut):
     assert read_image(previews[0]).shape == (2 * S, 4 * S, 3)  # rows: source | landmark | generated | real
 
 
-def test_the_frames_targets_are_computed_once(tmp_path, astronaut):
+def test_the_frames_targets_are_computed_once(tmp_path, astronaut, monkeypatch):
     """The content loss's activations of the T frames are computed once, before the steps, and each
     step takes its batch's rows; the steps are those of recomputing them at every step (bit for bit
-    with one frame, within float rounding with two)."""
+    with one frame, within float rounding with two). Past the memory cap, every step computes them."""
+    from headpuppet.fewshot import finetune
     from headpuppet.fewshot.animator import Animator
     from headpuppet.training.losses import ContentLoss
 
@@ -97,7 +98,7 @@ def test_the_frames_targets_are_computed_once(tmp_path, astronaut):
         person = animator.prepare_source(frames, detector=TwoFaces())
         calls.clear()
         cached = animator.fine_tune(person, 3, content_loss=loss, seed=0)
-        assert calls == [len(frames)]                     # once, for the T frames
+        assert sum(calls) == len(frames)                  # once for each of the T frames
         calls.clear()
         again = animator.fine_tune(person, 3, content_loss=EveryStep(), seed=0)
         assert len(calls) == 3                            # at every step
@@ -108,6 +109,11 @@ def test_the_frames_targets_are_computed_once(tmp_path, astronaut):
                 assert torch.equal(a, b)
             else:
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(finetune, "TARGETS_MAX_BYTES", 0)
+    calls.clear()
+    capped = animator.fine_tune(person, 3, content_loss=loss, seed=0)
+    assert calls == [1] + [len(frames)] * 3               # the first frame measured, then every step
+    torch.testing.assert_close(capped.psi, cached.psi, rtol=1e-4, atol=1e-5)
 
 
 def test_fine_tune_cli_writes_a_person_that_animate_takes(tmp_path, astronaut):

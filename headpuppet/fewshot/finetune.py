@@ -35,6 +35,10 @@ from ..training.steps import autocast_for, train_step
 from .person import Person
 
 
+#: the most memory fine-tuning keeps for the perceptual networks' activations of its T frames
+TARGETS_MAX_BYTES = 512 * 2**20
+
+
 def _preview(animator, person, frames: np.ndarray, points: np.ndarray, gen, psi, rows: int = 4) -> np.ndarray:
     """Grid with one row per frame: source shot | landmark image | generated | real."""
     idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
@@ -141,13 +145,22 @@ class _FixedTargets:
     """The content loss of fine-tuning: the T frames never change, so each perceptual network's
     activations of them are computed once (:meth:`ContentLoss.targets`) and every step compares the
     fake with the rows of its batch (``rows``, set before the step) instead of running the network
-    on the real frames again."""
+    on the real frames again. Where they would take more than :data:`TARGETS_MAX_BYTES` (VGG
+    activations of many large frames), or the loss has no ``targets()``, every step computes them."""
 
-    def __init__(self, loss: ContentLoss, reals: torch.Tensor, points: torch.Tensor):
+    def __init__(self, loss: ContentLoss, reals: torch.Tensor, points: torch.Tensor, chunk: int = 8):
         self.loss = loss
-        # a content loss of one's own without targets(): it runs on the real frames at every step
-        self.cache = loss.targets(reals, points) if callable(getattr(loss, "targets", None)) else None
         self.rows: torch.Tensor | None = None
+        self.cache = None
+        if not callable(getattr(loss, "targets", None)):
+            return
+        first = loss.targets(reals[:1], points[:1])
+        per_frame = sum(a.nelement() * a.element_size() for acts in first.values() for a in acts)
+        if per_frame * len(reals) > TARGETS_MAX_BYTES:
+            return
+        parts = [first] + [loss.targets(reals[i:i + chunk], points[i:i + chunk]) for i in range(1, len(reals), chunk)]
+        self.cache = {name: [torch.cat([p[name][layer] for p in parts]) for layer in range(len(acts))]
+                      for name, acts in first.items()}
 
     def __call__(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None):
         if self.cache is None:
