@@ -158,3 +158,27 @@ def test_one_face_copies_are_closed_after_the_running_blocks_when_the_reader_sto
     gen.close()
     assert events.count("close") == 2 and "detect-after-close" not in events
     assert events[-2:] == ["close", "close"]
+
+
+def test_animate_detects_small_drivers_in_longer_blocks(monkeypatch, tmp_path):
+    """Pass 1 of animate starts a block (two searches for every face) every 64 frames on drivers
+    whose frames take at most 1 MB, every BLOCK_FRAMES frames on larger ones (the blocks in flight
+    hold their frames)."""
+    from headpuppet.fewshot import pipeline
+    from headpuppet.fewshot.sources import Driver
+
+    small = Driver(tmp_path / "a.mp4", 25.0, 3, 512, 512)
+    large = Driver(tmp_path / "b.mp4", 25.0, 3, 1920, 1080)
+    assert pipeline.driver_block(small) == 64 and pipeline.driver_block(large) == BLOCK_FRAMES
+    seen = []
+
+    def fake_detect_frames(frames, detectors, block=BLOCK_FRAMES):
+        seen.append(block)
+        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        face = Face(np.stack([200 + 50 * np.cos(t), 200 + 50 * np.sin(t)], 1).astype(np.float32))
+        return [(np.zeros((4, 4, 3), np.uint8), face)]
+
+    monkeypatch.setattr(pipeline, "detect_frames", fake_detect_frames)
+    for driver in (small, large):
+        pipeline.track_driver(driver, _Counting(), 64)
+    assert seen == [64, BLOCK_FRAMES]
