@@ -161,15 +161,17 @@ def test_one_face_copies_are_closed_after_the_running_blocks_when_the_reader_sto
 
 
 def test_animate_detects_small_drivers_in_longer_blocks(monkeypatch, tmp_path):
-    """Pass 1 of animate starts a block (two searches for every face) every 64 frames on drivers
-    whose frames take at most 1 MB, every BLOCK_FRAMES frames on larger ones (the blocks in flight
-    hold their frames)."""
+    """Pass 1 of animate starts a block (two searches for every face) every 64 frames on long drivers
+    whose frames take at most 1 MB, every BLOCK_FRAMES frames on short ones (few blocks share out
+    badly between threads) and on larger frames (the blocks in flight hold their frames)."""
     from headpuppet.fewshot import pipeline
     from headpuppet.fewshot.sources import Driver
 
-    small = Driver(tmp_path / "a.mp4", 25.0, 3, 512, 512)
-    large = Driver(tmp_path / "b.mp4", 25.0, 3, 1920, 1080)
-    assert pipeline.driver_block(small) == 64 and pipeline.driver_block(large) == BLOCK_FRAMES
+    small = Driver(tmp_path / "a.mp4", 25.0, 1500, 512, 512)
+    large = Driver(tmp_path / "b.mp4", 25.0, 1500, 1920, 1080)
+    short = Driver(tmp_path / "c.mp4", 25.0, 183, 512, 512)
+    assert pipeline.driver_block(small) == 64
+    assert pipeline.driver_block(large) == pipeline.driver_block(short) == BLOCK_FRAMES
     seen = []
 
     def fake_detect_frames(frames, detectors, block=BLOCK_FRAMES):
