@@ -16,11 +16,12 @@ Prints JSON lines, each with the machine, thread count and load average:
   ``render_s`` (G) and ``rest_s`` (start-up, encoding, exit),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
-  default precision, batch 8, measured in this process just before) plus one ffmpeg run that decodes the driver
+  default precision, batch 8, measured in this process) plus one ffmpeg run that decodes the driver
   and encodes a video of the output's size. ``ratio`` = wall / reference; the goal is <= 1.5.
   The landmark pass (face detection on every driver frame) is part of the wall time and not of the
   reference, so it is printed on its own (``landmarks_s``), with G's share in the run (``render_s``).
-  G alone is timed again just before each run (this machine's speed drifts between minutes);
+  G alone is timed just before and just after each run, and the reference takes the mean of the two
+  (``g_alone_before_after_s``: this machine's speed drifts between minutes);
 - ``end_to_end_summary`` per mode: ``ratio_median``, ``ratio_min``, ``ratio_max`` over the rounds.
 
 The driver is a shared face video with sound (a creator's driver has it) looped to ``--seconds`` and
@@ -106,8 +107,10 @@ def generator_seconds(frames: int, photo: Path, batch: int = 8) -> tuple[float, 
     return (time.perf_counter() - t) * frames / (batch * -(-frames // batch)), str(model.precision)
 
 
-def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | None, g_s: float,
+def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | None, g_before: float,
                precision: str) -> dict:
+    """One run of the command, set against G alone timed just before it (``g_before``, seconds) and
+    again just after it: the reference takes their mean, since the machine's speed drifts between minutes."""
     from headpuppet.media.video import ffmpeg_exe, probe
 
     info = probe(driver)
@@ -130,13 +133,16 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
     size = probe(out).width
     plain = _wall([ffmpeg_exe(), "-v", "error", "-y", "-i", str(driver), "-vf", f"scale={size}:{size}",
                    "-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(folder / "plain.mp4")])
+    g_after = generator_seconds(info.num_frames, photo)[0]
+    g_s = (g_before + g_after) / 2
     reference = g_s + plain
     parts = {k: round(timings.get(k, float("nan")), 2) for k in ("person", "landmarks", "render")}
     return {"figure": "end_to_end", **config(driver_frames=info.num_frames, driver_px=info.width,
                                               driver_s=round(info.duration, 1), output_px=size, precision=precision,
                                               finetune_steps=steps),
             "wall_s": round(wall, 2), "frames_per_s": round(info.num_frames / wall, 2),
-            "g_alone_s": round(g_s, 2), "plain_decode_encode_s": round(plain, 2),
+            "g_alone_s": round(g_s, 2), "g_alone_before_after_s": [round(g_before, 2), round(g_after, 2)],
+            "plain_decode_encode_s": round(plain, 2),
             "reference_s": round(reference, 2), "ratio": round(wall / reference, 2), "goal_ratio": 1.5,
             "person_s": parts["person"], "landmarks_s": parts["landmarks"], "render_s": parts["render"],
             "rest_s": round(wall - sum(parts.values()), 2),
@@ -174,9 +180,9 @@ def main() -> None:
         rows: dict = {None: [], 0: []}
         for _ in range(args.rounds):
             for steps in (None, 0):  # animate's default (fine-tuning on the photo), and without it
-                # G alone just before each run: this machine's speed drifts between minutes
-                g_s, precision = generator_seconds(frames, args.photo)
-                row = end_to_end(args.photo, driver, Path(tmp), steps, g_s, precision)
+                # G alone just before (and, in end_to_end, after) each run: the speed drifts
+                before, precision = generator_seconds(frames, args.photo)
+                row = end_to_end(args.photo, driver, Path(tmp), steps, before, precision)
                 rows[steps].append(row)
                 print(json.dumps(row), flush=True)
         for steps, runs in rows.items():
