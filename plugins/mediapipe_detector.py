@@ -210,7 +210,7 @@ class MediaPipeDetector:
         self.refine_landmarks = bool(refine_landmarks)
         self.has_iris = self.refine_landmarks
         self._mesh = None
-        self._tracking = False  # frames processed since the last reset
+        self._tracking = False  # whether a frame went through the graph since the last reset
         self._open()
 
     def _open(self) -> None:
