@@ -52,7 +52,7 @@ def test_console_script_and_module_entry_run():
 
 def test_main_freezes_the_heap_before_the_interpreter_exits():
     """main() leaves the objects made so far out of the exit's garbage collections (gc.freeze), also
-    when the command fails; the command's own work and output are untouched."""
+    when the command fails, and the exit status is the command's."""
     code = ("import gc, sys; from headpuppet.cli import main; sys.argv = ['headpuppet'] + sys.argv[1:]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, gc.get_freeze_count() > 0)")
     for args, status in ((["--version"], "0"), (["animate"], "2")):
