@@ -60,6 +60,30 @@ def test_main_freezes_the_heap_before_the_interpreter_exits():
         assert out.stdout.strip().splitlines()[-1] == f"{status} True", out.stdout + out.stderr
 
 
+def test_the_collector_is_off_only_while_a_command_starts():
+    """pause_gc_for_startup turns the garbage collector off; the first progress bar, a fork or the
+    time limit turns it back on, with start-up's objects frozen."""
+    code = (
+        "import gc, os, time\n"
+        "from headpuppet.cli._common import RichReporter, pause_gc_for_startup\n"
+        "pause_gc_for_startup(60)\n"
+        "off = not gc.isenabled()\n"
+        "with RichReporter(disable=True).task('work'):\n"
+        "    bar = gc.isenabled() and gc.get_freeze_count() > 0\n"
+        "pause_gc_for_startup(0.2)\n"
+        "off2 = not gc.isenabled()\n"
+        "time.sleep(1.0)\n"
+        "timer = gc.isenabled()\n"
+        "pause_gc_for_startup(60)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if gc.isenabled() else 3)\n"
+        "child = os.waitpid(pid, 0)[1] == 0\n"
+        "print(off, bar, off2, timer, gc.isenabled(), child)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"] * 6, out.stdout + out.stderr
+
+
 def test_config_errors_are_one_line():
     from headpuppet.config import load_config
     from headpuppet.errors import ConfigError

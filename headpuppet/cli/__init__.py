@@ -18,7 +18,7 @@ from .. import __version__
 from ..devices import tune_allocator
 from ..nativelog import install_stderr_filter
 from ..plugins import make_plugin_manager, register_commands
-from ._common import CliState, setup_logging
+from ._common import CliState, pause_gc_for_startup, setup_logging
 
 PIPELINE = "Pipeline"
 MANAGE = "Models and plugins"
@@ -78,6 +78,7 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 def main() -> None:
     # first, while no thread exists (it forks): native libraries' log lines off the terminal, unless -vv
     install_stderr_filter(sys.argv[1:])
+    pause_gc_for_startup()  # after the filter's fork: until the first progress bar, 5 s at most
     tune_allocator()
     _prescan_plugins_dir(sys.argv[1:])
     app = build_app()
