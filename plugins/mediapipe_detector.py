@@ -210,7 +210,6 @@ class MediaPipeDetector:
         self.refine_landmarks = bool(refine_landmarks)
         self.has_iris = self.refine_landmarks
         self._mesh = None
-        self._tracking = False  # whether a frame went through the graph since the last reset
         self._open()
 
     def _open(self) -> None:
@@ -226,7 +225,7 @@ class MediaPipeDetector:
                 min_detection_confidence=self.min_confidence,
                 min_tracking_confidence=self.min_confidence,
             )
-        self._tracking = False
+        self._tracking = False  # whether a frame went through the graph since it started or was reset
 
     def reset(self) -> None:
         """Forget the faces tracked so far (call before each new video or block of frames).

@@ -76,8 +76,7 @@ class ContentLoss(nn.Module):
         out = {}
         with torch.no_grad():
             for name, net in self.nets.items():
-                kw = {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
-                out[name] = list(net(real, **kw))  # (B, C_l, H_l, W_l) per compared layer
+                out[name] = list(net(real, **_points_for(net, points)))  # (B, C_l, H_l, W_l) per compared layer
         return out
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor, points: torch.Tensor | None = None,
@@ -90,12 +89,16 @@ class ContentLoss(nn.Module):
         targets = self.targets(real, points) if targets is None else targets
         out: dict[str, torch.Tensor] = {}
         for name, net in self.nets.items():
-            kw = {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
-            target = targets[name]
-            acts = net(fake, **kw)
-            total = sum(F.l1_loss(a, t) for a, t in zip(acts, target))
+            acts = net(fake, **_points_for(net, points))
+            total = sum(F.l1_loss(a, t) for a, t in zip(acts, targets[name]))
             out[name] = self.weights[name] * total
         return out
+
+
+def _points_for(net: nn.Module, points: torch.Tensor | None) -> dict:
+    """``points=`` for a perceptual network that declares ``accepts_points`` (a face network cutting
+    aligned chips, e.g. ``dlib-identity``), nothing for the others."""
+    return {"points": points} if points is not None and getattr(net, "accepts_points", False) else {}
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -> torch.Tensor:
