@@ -160,6 +160,29 @@ def test_writer_error_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_buffered_writer_encodes_the_same_frames_and_holds_them_until_full(tmp_path, av_video):
+    """``buffer_bytes``: frames go to the encoder a bufferful at a time (and the rest on exit), into
+    the same video, audio included; an error before the exit leaves nothing, kept frames included."""
+    frames = list(read_frames(av_video))
+    nbytes = frames[0].nbytes
+    with VideoWriter(tmp_path / "a.mp4", 25, audio_from=av_video) as w:
+        for f in frames:
+            w.write(f)
+    with VideoWriter(tmp_path / "b.mp4", 25, audio_from=av_video, buffer_bytes=20 * nbytes) as w:
+        for i, f in enumerate(frames):
+            w.write(f)
+            assert len(w._pending) == (i + 1) % 20  # handed over at every 20th frame
+    assert probe(tmp_path / "b.mp4").has_audio and probe(tmp_path / "b.mp4").num_frames == len(frames) == 50
+    np.testing.assert_array_equal(np.stack(list(read_frames(tmp_path / "a.mp4"))),
+                                  np.stack(list(read_frames(tmp_path / "b.mp4"))))
+    with pytest.raises(KeyError):
+        with VideoWriter(tmp_path / "c.mp4", 25, buffer_bytes=20 * nbytes) as w:
+            for f in frames[:25]:
+                w.write(f)
+            raise KeyError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+
+
 def test_writer_replaces_existing_only_on_success(tmp_path):
     out = tmp_path / "v.mp4"
     out.write_bytes(b"old")
