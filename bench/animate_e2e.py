@@ -12,7 +12,9 @@ Prints JSON lines, each with the machine, thread count and load average:
   (``finetune_steps`` "default") and without (0); the command ``headpuppet -v animate PHOTO DRIVER -o
   OUT`` in a fresh process, its wall time from start-up to the written video (with the driver's
   audio) and the process's exit, split by the timings line that ``-v`` prints into ``person_s``
-  (model load, the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's),
+  (model load, the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's: what
+  the command waited for them; ``landmarks_helper_s``: the helper process's whole pass, which starts
+  with the command, :mod:`headpuppet.fewshot.drivertrack`),
   ``render_s`` (G) and ``rest_s`` (start-up, encoding, exit),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
@@ -146,6 +148,7 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
             "reference_s": round(reference, 2), "ratio": round(wall / reference, 2), "goal_ratio": 1.5,
             "person_s": parts["person"], "landmarks_s": parts["landmarks"], "render_s": parts["render"],
             "rest_s": round(wall - sum(parts.values()), 2),
+            "landmarks_helper_s": round(timings.get("landmarks_helper", float("nan")), 2),
             "peak_rss_mb": round(rss_mb), "goal_rss_mb": 2048}
 
 

@@ -17,6 +17,9 @@ from .errors import HeadpuppetError
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
+#: how G can run (``--precision``): ``auto`` picks bf16 where :func:`native_bf16`, else fp32
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 class DeviceError(HeadpuppetError):
     """A ``--device`` value that is not a device, or a device this machine does not have."""

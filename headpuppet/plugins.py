@@ -35,6 +35,8 @@ GROUP = "headpuppet"
 DISABLE_ENV = "HEADPUPPET_DISABLE_PLUGINS"
 #: distributions whose plugins are the project's own (their names win a clash)
 FIRST_PARTY = {"headpuppet", "headpuppet-dlib-detector"}
+#: the landmark detector of models that do not name theirs, and of ``animate`` before it loads one
+DEFAULT_DETECTOR = "mediapipe"
 
 
 def is_first_party(distribution: str | None) -> bool:

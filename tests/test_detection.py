@@ -164,14 +164,14 @@ def test_animate_detects_small_drivers_in_longer_blocks(monkeypatch, tmp_path):
     """Pass 1 of animate starts a block (two searches for every face) every 64 frames on long drivers
     whose frames take at most 1 MB, every BLOCK_FRAMES frames on short ones (few blocks share out
     badly between threads) and on larger frames (the blocks in flight hold their frames)."""
-    from headpuppet.fewshot import pipeline
+    from headpuppet.fewshot import drivertrack, pipeline
     from headpuppet.fewshot.sources import Driver
 
     small = Driver(tmp_path / "a.mp4", 25.0, 1500, 512, 512)
     large = Driver(tmp_path / "b.mp4", 25.0, 1500, 1920, 1080)
     short = Driver(tmp_path / "c.mp4", 25.0, 183, 512, 512)
-    assert pipeline.driver_block(small) == 64
-    assert pipeline.driver_block(large) == pipeline.driver_block(short) == BLOCK_FRAMES
+    assert drivertrack.driver_block(small) == 64
+    assert drivertrack.driver_block(large) == drivertrack.driver_block(short) == BLOCK_FRAMES
     seen = []
 
     def fake_detect_frames(frames, detectors, block=BLOCK_FRAMES):
@@ -180,7 +180,7 @@ def test_animate_detects_small_drivers_in_longer_blocks(monkeypatch, tmp_path):
         face = Face(np.stack([200 + 50 * np.cos(t), 200 + 50 * np.sin(t)], 1).astype(np.float32))
         return [(np.zeros((4, 4, 3), np.uint8), face)]
 
-    monkeypatch.setattr(pipeline, "detect_frames", fake_detect_frames)
+    monkeypatch.setattr(drivertrack, "detect_frames", fake_detect_frames)
     for driver in (small, large):
         pipeline.track_driver(driver, _Counting(), 64)
     assert seen == [64, BLOCK_FRAMES]

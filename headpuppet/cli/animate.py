@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from ..devices import PRECISIONS
 from ..errors import MediaError
 from ..fewshot.api import animate as run_animate
 from ._common import RichReporter, console, handle_errors
@@ -20,8 +21,6 @@ from .live import run_live_command
 
 
 def _check_precision(precision: str) -> str:
-    from ..fewshot.animator import PRECISIONS  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
-
     if precision.lower() not in PRECISIONS:
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}",
                                  param_hint="'--precision'")

@@ -13,7 +13,7 @@ from typing import Sequence
 from ..devices import resolve_device, tune_allocator
 from ..errors import HeadpuppetError, PluginError
 from ..outputs import check_not_input, check_writable_dir
-from ..plugins import make_plugin_manager, registry
+from ..plugins import DEFAULT_DETECTOR, make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from .baselines import make_baseline
 from .methods import ModelMethod
@@ -22,7 +22,6 @@ from .protocol import DEFAULT_SHOTS, EvalResults, EvalSettings, run_evaluation
 from .report import write_report
 
 DEFAULT_BASELINES = ("copy", "warp")
-DEFAULT_DETECTOR = "mediapipe"
 
 
 def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path | None = None,

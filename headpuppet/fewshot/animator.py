@@ -27,19 +27,19 @@ import torch
 from torch.nn.utils import parametrize
 
 from ..config import Config
-from ..devices import native_bf16
+from ..devices import PRECISIONS, native_bf16
 from ..errors import CheckpointError, MediaError, NoFaceError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
 from ..media.imaging import to_tensor, to_uint8
 from ..media.landmarks import rasterise
 from ..models.blocks import low_res_upsampling, prepack_convolutions, strided_downsampling
 from ..models.warp_generator import needs_source
-from ..plugins import make_plugin_manager, registry
+from ..plugins import DEFAULT_DETECTOR, make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from ..protocols import largest_face
 from ..training.checkpoint import load_checkpoint
 from .finetune import fine_tune_person
-from .person import DEFAULT_DETECTOR, Person, read_person_dir, write_person_dir
+from .person import Person, read_person_dir, write_person_dir
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,6 @@ class Animator:
 
 
 # ---------------------------------------------------------------------- the fast path
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     """``a`` with its last row repeated up to ``n`` rows."""
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)]) if len(a) < n else a

@@ -109,8 +109,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     Raises:
         MediaError, NoFaceError, CheckpointError, DeviceError: one-line messages saying what to do.
     """
-    from .pipeline import render_video  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
-    from .session import load_person
+    from .drivertrack import DriverTrackJob
     from .sources import open_driver
 
     tune_allocator()
@@ -120,14 +119,24 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     check_not_input(out, [("source", s) for s in sources]
                     + [("driver", driver), ("checkpoint", checkpoint)], "-o", inside=False)
     drv = open_driver(driver, fps=fps)                    # unreadable driver: fail early too
-    device = str(resolve_device(device))
-    t0 = time.perf_counter()
-    loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=pm, detector=detector,
-                         shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
-    t_person = time.perf_counter() - t0
-    result = render_video(loaded.animator, loaded.person, drv, out, detector=loaded.detector, relative=relative,
-                          smooth=smooth, side_by_side=side_by_side, paste=paste, batch_size=batch_size,
-                          compile=compile, reporter=reporter)
+    # the driver's landmarks in a helper process while torch imports and the model loads (the same
+    # landmarks; render_video detects them itself when the model wants another detector)
+    track = DriverTrackJob.start(drv, detector, pm=pm)
+    try:
+        from .pipeline import render_video  # lazy: torch, +1.4 s on `headpuppet --help` (measured)
+        from .session import load_person
+
+        device = str(resolve_device(device))
+        t0 = time.perf_counter()
+        loaded = load_person(sources, checkpoint=checkpoint, device=device, pm=pm, detector=detector,
+                             shots=shots, finetune_steps=finetune_steps, reporter=reporter, precision=precision)
+        t_person = time.perf_counter() - t0
+        result = render_video(loaded.animator, loaded.person, drv, out, detector=loaded.detector,
+                              relative=relative, smooth=smooth, side_by_side=side_by_side, paste=paste,
+                              batch_size=batch_size, compile=compile, driver_track=track, reporter=reporter)
+    finally:
+        if track is not None:
+            track.cancel()
     result.timings["person"] = t_person  # model load, the source's landmarks and embedding, fine-tuning
     return result
 

@@ -38,7 +38,6 @@ from ..models import build_networks
 
 PERSON_FORMAT = "headpuppet-person"
 PERSON_VERSION = 1
-DEFAULT_DETECTOR = "mediapipe"
 
 
 

@@ -1,7 +1,8 @@
 """The ``headpuppet animate`` render loop: a loaded model + person + driver in, a video out.
 
 Two passes over the driver (Zakharov et al. 2019, section 4, "puppeteering"): pass 1
-(:func:`track_driver`) finds the driver's landmarks (on several threads) and ONE stable crop box;
+(:func:`track_driver`) finds the driver's landmarks (on several threads, or in the helper process of
+:mod:`headpuppet.fewshot.drivertrack`, started before the model loaded) and ONE stable crop box;
 the track is cleaned up and retargeted onto the person (:mod:`headpuppet.fewshot.retarget`); pass 2
 renders with G in batches (:meth:`~headpuppet.fewshot.animator.Animator.render`) and encodes with the
 driver's frame rate, frame count and audio (it decodes the driver again only for ``side_by_side``). :func:`render_video` is shared by the Python API
@@ -19,13 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import HeadpuppetError, MediaError, NoFaceError
+from ..errors import HeadpuppetError, MediaError
 from ..media.crop import crop_frame, face_crop_box, iris_to_crop, to_crop
-from ..media.detection import BLOCK_FRAMES, close_detector, detect_frames, detection_threads
+from ..media.detection import close_detector, detection_threads
 from ..media.video import VideoWriter
 from ..progress import NULL, Reporter
 from .animator import Animator
 from .compositing import paste_back
+from .drivertrack import DriverTrackJob, RawTrack, detect_driver
 from .person import Person
 from .retarget import prepare_track
 from .sources import Driver
@@ -49,22 +51,9 @@ class AnimateResult:
     device: str = ""                   # where G ran
 
 
-#: frames per detection block on long drivers (:data:`LONG_DRIVER_FRAMES` or more) whose frames
-#: take at most :data:`SMALL_FRAME_BYTES`
-DRIVER_BLOCK_FRAMES = 64
-LONG_DRIVER_FRAMES = 512
-SMALL_FRAME_BYTES = 2**20
-
-
-def driver_block(driver: Driver) -> int:
-    """Frames per detection block of pass 1 (:mod:`headpuppet.media.detection`): each block starts
-    by looking for every face twice (about 20 ms with mediapipe against 4 ms a tracked frame), so
-    longer blocks cost less: 0.92x the time of pass 1 on a 60 s 512 px driver with 64 frames against
-    32. On short drivers fewer blocks share out worse between the threads (1.05x on 183 frames), and
-    the blocks in flight hold their frames: drivers under :data:`LONG_DRIVER_FRAMES` frames, or with
-    frames over 1 MB (larger than about 590x590), keep :data:`~headpuppet.media.detection.BLOCK_FRAMES`."""
-    small = driver.width * driver.height * 3 <= SMALL_FRAME_BYTES
-    return DRIVER_BLOCK_FRAMES if small and driver.num_frames >= LONG_DRIVER_FRAMES else BLOCK_FRAMES
+#: frames kept for the encoder, handed to it together (:class:`~headpuppet.media.video.VideoWriter`'s
+#: ``buffer_bytes``): a 60 s driver at 128 px in one go, at 256 px in three
+ENCODE_BUFFER_BYTES = 128 * 2**20
 
 
 def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None = None):
@@ -74,36 +63,18 @@ def track_driver(driver: Driver, detector, size: int, reporter: Reporter | None 
     once, with the same landmarks (:mod:`headpuppet.media.detection`).
     Returns ``(points (T, 68, 2) crop px, found (T,), iris (T, 2, 3) | None, box)``.
     """
-    reporter = reporter or NULL
-    detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
-    pts, found, irises = [], [], []
-    hw = (driver.height, driver.width)
-    has_iris = getattr(detectors[0], "has_iris", False)
-    nan_iris = np.full((2, 3), np.nan, np.float32)
-    with reporter.task("landmarks", total=driver.num_frames) as task:
-        for frame, face in detect_frames(driver.frames(), detectors, block=driver_block(driver)):
-            hw = frame.shape[:2]
-            if face is not None:
-                pts.append(face.points)
-                irises.append(face.iris if face.iris is not None else nan_iris)
-                found.append(True)
-            else:
-                pts.append(np.full((68, 2), np.nan, np.float32))
-                irises.append(nan_iris)
-                found.append(False)
-            task.advance(1)
-    points = np.stack(pts) if pts else np.zeros((0, 68, 2), np.float32)
-    found_arr = np.asarray(found, bool)
-    if not found_arr.any():
-        raise NoFaceError(f"no face found in any frame of the driver {driver.path}; use a video that shows a face")
-    box = face_crop_box(points[found_arr], hw)
-    points = to_crop(points, box, size)
+    return crop_track(detect_driver(driver, detector, reporter), size)
+
+
+def crop_track(raw: RawTrack, size: int):
+    """:class:`~headpuppet.fewshot.drivertrack.RawTrack` -> what :func:`track_driver` returns: ONE crop
+    box for the frames with a face, the landmarks (and irises, where every such frame has them) in it."""
+    box = face_crop_box(raw.points[raw.found], raw.hw)
+    points = to_crop(raw.points, box, size)
     iris = None
-    if has_iris:
-        iris_arr = np.stack(irises)
-        if np.isfinite(iris_arr[found_arr]).all():
-            iris = iris_to_crop(iris_arr, box, size)
-    return points, found_arr, iris, box
+    if raw.iris is not None and np.isfinite(raw.iris[raw.found]).all():
+        iris = iris_to_crop(raw.iris, box, size)
+    return points, raw.found, iris, box
 
 
 def _more_detectors(animator: Animator, detector, n: int) -> list:
@@ -123,7 +94,7 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
                  relative: bool = True, smooth: float = 1.0, side_by_side: bool = False, paste: bool = False,
                  batch_size: int = 8, amp: str | None = None, channels_last: bool | None = None,
                  compile: bool = False, detect_threads: int | None = None,
-                 reporter: Reporter | None = None) -> AnimateResult:
+                 driver_track: DriverTrackJob | None = None, reporter: Reporter | None = None) -> AnimateResult:
     """Animate ``person`` with ``driver`` into the video ``output`` (driver's fps, frame count, audio).
 
     Pass 1 finds the driver's landmarks (one stable crop box), bridges frames without a face,
@@ -134,6 +105,10 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     more detectors of the same plugin as ``detector`` are made for them).
     ``compile``: G through :func:`torch.compile` (:meth:`Animator.render`), compiled once before the
     frames (its own progress line and ``timings["compile"]``); every batch then has the same shape.
+    ``driver_track``: pass 1 already under way in a helper process
+    (:meth:`DriverTrackJob.start <headpuppet.fewshot.drivertrack.DriverTrackJob.start>` on the same
+    ``driver``): its landmarks are used when it ran ``detector``'s plugin and succeeded, else pass 1
+    runs here as without it. It is cancelled in any case.
     """
     reporter = reporter or NULL
     output = Path(output)
@@ -142,13 +117,20 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
     detector = detector or animator.make_detector()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    threads = detection_threads() if detect_threads is None else max(1, int(detect_threads))
-    extra = _more_detectors(animator, detector, threads - 1)
-    try:
-        points, found, iris, box = track_driver(driver, [detector, *extra], animator.size, reporter)
-    finally:
-        for d in extra:
-            close_detector(d)
+    raw = None
+    if driver_track is not None:
+        raw = driver_track.result(getattr(detector, "name", None), reporter)  # cancels the helper in any case
+        if raw is not None and driver_track.seconds is not None:
+            timings["landmarks_helper"] = driver_track.seconds  # the helper's time, mostly beside the start-up
+    if raw is None:
+        threads = detection_threads() if detect_threads is None else max(1, int(detect_threads))
+        extra = _more_detectors(animator, detector, threads - 1)
+        try:
+            raw = detect_driver(driver, [detector, *extra], reporter)
+        finally:
+            for d in extra:
+                close_detector(d)
+    points, found, iris, box = crop_track(raw, animator.size)
     timings["landmarks"] = time.perf_counter() - t0
     src_iris = person.iris[0] if person.iris is not None else None
     track = prepare_track(points, found, iris, smooth=smooth, relative=relative, source=person.points[0],
@@ -162,7 +144,8 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
         timings["compile"] = time.perf_counter() - t
     t_render = 0.0
     n = 0
-    with VideoWriter(output, driver.fps, audio_from=driver.path if driver.is_video else None) as writer, \
+    with VideoWriter(output, driver.fps, audio_from=driver.path if driver.is_video else None,
+                     buffer_bytes=ENCODE_BUFFER_BYTES) as writer, \
             reporter.task("frames", total=len(track.points)) as task:
         batch: list[np.ndarray] = []
 

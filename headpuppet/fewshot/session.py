@@ -17,7 +17,8 @@ from typing import Any
 from ..errors import MediaError
 from ..progress import Reporter
 from .animator import Animator, resolve_checkpoint
-from .sources import is_person_dir, load_source_images
+from .person import is_person_dir
+from .sources import load_source_images
 
 
 @dataclass

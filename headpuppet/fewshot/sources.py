@@ -22,7 +22,6 @@ import numpy as np
 from ..errors import MediaError
 from ..media.imaging import is_image, is_video, read_image
 from ..media.video import frame_folder, list_image_frames, probe, read_frames
-from .person import is_person_dir
 
 
 @dataclass
@@ -74,6 +73,8 @@ def load_source_images(paths: list[str | Path], k: int = 8) -> SourceImages:
 
     A fine-tuned person folder is not handled here (check :func:`is_person_dir` first).
     """
+    from .person import is_person_dir  # lazy: torch; opening a driver must not import it (drivertrack.py)
+
     if not paths:
         raise MediaError("no SOURCE given; pass a photo, several photos, a folder of photos or a video")
     images: list[np.ndarray] = []
