@@ -15,7 +15,8 @@ Prints JSON lines, each with the machine, thread count and load average:
   (model load, the photo's landmarks, embedding and fine-tuning), ``landmarks_s`` (the driver's: what
   the command waited for them; ``landmarks_helper_s``: the helper process's whole pass, which starts
   with the command, :mod:`headpuppet.fewshot.drivertrack`),
-  ``render_s`` (G) and ``rest_s`` (start-up, encoding, exit),
+  ``render_s`` (G) and ``rest_s`` (start-up, encoding, exit; ``finish_s``: of it, the encoder's last
+  kept frames, the audio and the file),
   its peak resident memory (the largest process, ffmpeg children included), and the reference
   ``G alone + a plain decode and encode``: G's time for the same number of frames (the animator's
   default precision, batch 8, measured in this process) plus one ffmpeg run that decodes the driver
@@ -149,6 +150,7 @@ def end_to_end(photo: Path, driver: Path, folder: Path, finetune_steps: int | No
             "person_s": parts["person"], "landmarks_s": parts["landmarks"], "render_s": parts["render"],
             "rest_s": round(wall - sum(parts.values()), 2),
             "landmarks_helper_s": round(timings.get("landmarks_helper", float("nan")), 2),
+            "finish_s": round(timings.get("finish", float("nan")), 2),
             "peak_rss_mb": round(rss_mb), "goal_rss_mb": 2048}
 
 

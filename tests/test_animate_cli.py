@@ -95,7 +95,7 @@ def test_animate_keeps_frames_fps_and_audio(run, media, ckpt, tmp_path):
     assert f"{N_FRAMES} frames" in res.text and "audio" in res.text
     # -v says where the time went (bench/animate_e2e.py reads this line)
     timings = re.search(r"timings \(s\): (.*)", res.text).group(1).split()
-    assert {t.split("=")[0] for t in timings} >= {"person", "landmarks", "render"}
+    assert {t.split("=")[0] for t in timings} >= {"person", "landmarks", "render", "finish"}
     assert _leftovers(tmp_path) == []
 
 

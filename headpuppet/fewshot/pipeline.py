@@ -187,7 +187,9 @@ def render_video(animator: Animator, person: Person, driver: Driver, output: str
         flush()
         if n != len(track.points):
             raise MediaError(f"{driver.path}: the second read gave {n} frames, the first {len(track.points)}")
+        t_finish = time.perf_counter()
     timings["render"] = t_render
+    timings["finish"] = time.perf_counter() - t_finish  # the encoder's kept frames, the audio, the file
     seconds = time.perf_counter() - t0
     return AnimateResult(output, n, driver.fps, track.bridged, track.reference, person.several_faces(), seconds,
                          bool(driver.has_audio), timings, str(animator.device))
