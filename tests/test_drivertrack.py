@@ -148,14 +148,18 @@ def test_a_helper_that_gets_no_cpu_hands_the_pass_back(monkeypatch):
     assert job._proc.returncode is not None  # killed and reaped
 
 
-def test_the_helper_ends_when_its_parent_closes_its_stdin(short_driver):
-    proc = subprocess.Popen([sys.executable, "-m", "headpuppet.fewshot.drivertrack",
-                             json.dumps({"driver": str(short_driver), "fps": 25.0, "detector": "mediapipe"})],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
-    proc.stdin.close()
-    out = proc.stdout.read()
-    proc.wait(timeout=60)
-    assert proc.returncode == 0 and not out.startswith(b"r ") and b"\nr " not in out
+def test_the_helper_ends_when_its_parent_closes_its_stdin(short_driver, pm):
+    """What a parent that ends (or cancels) does to the child: it stops at once, without a result."""
+    mediapipe_or_skip(pm)
+    job = DriverTrackJob.start(open_driver(short_driver), None, pm=pm)
+    job._proc.stdin.close()
+    assert job._proc.wait(timeout=60) == 0
+    job._reader.join(timeout=60)
+    kinds = []
+    while not job._events.empty():
+        kinds.append(job._events.get()[0])
+    assert "result" not in kinds and kinds[-1] == "end"
+    job.cancel()
 
 
 def test_animate_starts_the_helper_before_torch_is_imported(shared_photo, short_driver, tmp_path):

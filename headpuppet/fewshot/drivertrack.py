@@ -8,7 +8,7 @@ crop box and the track G is driven with.
 **Why a helper process.** ``headpuppet animate`` spends its first 2 s or so starting: importing
 torch, loading the model, preparing the photo, mostly on one core while the other waits. Pass 1
 needs none of that, only the landmark detector. :class:`DriverTrackJob` runs :func:`detect_driver` in
-a child Python process (``python -m headpuppet.fewshot.drivertrack``), started before torch is
+a child Python process (this module's :func:`_child`), started before torch is
 imported, so the landmarks are found on the core that would otherwise wait. The child runs at a
 lower priority (``nice`` :data:`NICE`): it takes the time the command leaves free (the start-up, the
 waits) and little of the time that fine-tuning or G need. When the render needs the landmarks it
@@ -163,10 +163,15 @@ class DriverTrackJob:
         if entry is None or entry.unavailable or not entry.first_party:
             log.debug("landmarks in this process: detector %r is not one of the project's own", name)
             return None
-        spec = {"driver": str(driver.path), "fps": driver.fps, "detector": name}
+        # the child imports what this process imports (this very headpuppet: a checkout put on
+        # sys.path, say), and its stderr (native log lines, a traceback when it is interrupted)
+        # reaches the terminal only with -vv
+        spec = {"driver": str(driver.path), "fps": driver.fps, "detector": name, "sys_path": sys.path}
+        quiet = not (os.environ.get("HEADPUPPET_NATIVE_LOGS") or log.isEnabledFor(logging.DEBUG))
         try:
-            proc = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, close_fds=True)
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(spec)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None,
+                                    close_fds=True)
         except OSError as exc:
             log.debug("landmarks in this process: cannot start the helper (%s)", exc)
             return None
@@ -274,6 +279,11 @@ class _CpuWatch:
         starved = cpu is not None and self.cpu0 is not None and cpu - self.cpu0 < STARVED_SHARE * (now - self.t0)
         self.t0, self.cpu0 = now, cpu
         return starved
+
+
+#: the child's program: this process's import path, then :func:`_child`
+_CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[1])['sys_path']; "
+          f"from {__name__} import _child; sys.exit(_child(sys.argv[1:]))")
 
 
 class _PipeReporter(Reporter):
