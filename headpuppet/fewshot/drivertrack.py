@@ -16,7 +16,8 @@ waits for the rest (the child then has both cores). The landmarks are the same a
 for frame (the same detectors and blocks; tested).
 
 Anything that goes wrong in the child (a crash, an unexpected error, another detector than the model
-turns out to want) sends the work back to the calling process, which detects the driver itself, as
+turns out to want, too little CPU while the caller waits: other programs keep every core busy) sends
+the work back to the calling process, which detects the driver itself, as
 before: the helper only ever makes ``animate`` faster, and every error a user sees comes from the same
 code as without it. A driver without a face fails at once either way (:class:`NoFaceError`).
 """
