@@ -83,6 +83,29 @@ TRIM_THRESHOLD_BYTES = 256 << 20
 _allocator_tuned: bool | None = None
 
 
+#: MKL's conditional numerical reproducibility mode (``MKL_CBWR``) that :func:`reproducible_blas` sets
+MKL_CBWR = "AUTO,STRICT"
+
+
+def reproducible_blas() -> bool:
+    """Set ``MKL_CBWR=AUTO,STRICT`` for MKL, torch's CPU BLAS, unless the environment sets it; returns
+    whether it did. Only takes effect before MKL's first call (before torch computes anything).
+
+    MKL picks its code paths by the buffers' memory alignment, which differs from run to run, so the
+    same product could differ in its last bits. Fine-tuning's small fp32 convolutions (the dlib
+    identity network's, on PyTorch's own GEMM path) passed that on to G's gradients: with a fixed
+    seed, two ``headpuppet animate`` runs of the same photo and driver drew frames 2.2/255 apart on
+    average (at most 40), and two in-process fine-tunes of 3 steps differed in 5 of 6 tries; with it
+    set before torch, in none of 5, and the videos are identical. The cost did not show (the quick start with fine-tuning:
+    11.3 against 11.4 s median, four alternating pairs). ``headpuppet`` commands call this first; a
+    program using the Python API sets ``MKL_CBWR=AUTO,STRICT`` itself before importing torch
+    (docs/api.md)."""
+    if "MKL_CBWR" in os.environ:
+        return False
+    os.environ["MKL_CBWR"] = MKL_CBWR
+    return True
+
+
 def tune_allocator() -> bool:
     """Set glibc's malloc to keep freed tensor buffers for reuse, once per process; returns whether
     it is set (False off Linux/glibc, or with ``HEADPUPPET_MALLOC=default`` in the environment).

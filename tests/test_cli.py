@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -58,6 +59,19 @@ def test_main_freezes_the_heap_before_the_interpreter_exits():
     for args, status in ((["--version"], "0"), (["animate"], "2")):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
         assert out.stdout.strip().splitlines()[-1] == f"{status} True", out.stdout + out.stderr
+
+
+def test_main_makes_mkl_reproducible_before_torch_unless_the_environment_says_otherwise():
+    """main() sets MKL_CBWR=AUTO,STRICT (fine-tuning with a seed gives the same weights every run)
+    before anything imports torch, and leaves a value the user set alone."""
+    code = ("import os, sys; from headpuppet.cli import main; sys.argv = ['headpuppet', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    print(os.environ.get('MKL_CBWR'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-2:] == ["AUTO,STRICT", "False"], out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(env, MKL_CBWR="COMPATIBLE"))
+    assert out.stdout.split()[-2] == "COMPATIBLE", out.stdout + out.stderr
 
 
 def test_the_collector_is_off_only_while_a_command_starts():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,27 @@ def test_fine_tune_cli_errors(tmp_path, astronaut):
     (tmp_path / "f").write_text("x")
     res = runner.invoke(app, ["fine-tune", str(tmp_path), str(tmp_path / "a.png"), "--out", str(tmp_path / "f")])
     assert res.exit_code != 0 and "is a file" in strip_ansi(res.output)
+
+
+def test_fine_tuning_with_a_seed_gives_the_same_weights_in_every_run(tmp_path):
+    """Two `headpuppet fine-tune` runs of the same photo on two threads write the same weights, bit
+    for bit: MKL picks code paths by memory alignment, which differs between runs, unless MKL_CBWR
+    (which the CLI sets) says otherwise; without it the weights differed in most tries."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    photo = shared_file("photos/fr_obama.jpg")
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS")}
+    weights = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        subprocess.run([sys.executable, "-m", "headpuppet", "fine-tune", "weights/demo", str(photo), "--out", str(out),
+                        "--steps", "3", "--device", "cpu"], check=True, capture_output=True, env=env,
+                       cwd=Path(__file__).resolve().parents[1])
+        weights.append(load_file(out / "generator.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k

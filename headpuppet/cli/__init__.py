@@ -15,7 +15,7 @@ import sys
 import typer
 
 from .. import __version__
-from ..devices import tune_allocator
+from ..devices import reproducible_blas, tune_allocator
 from ..nativelog import install_stderr_filter
 from ..plugins import make_plugin_manager, register_commands
 from ._common import CliState, pause_gc_for_startup, setup_logging
@@ -76,6 +76,7 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 
 
 def main() -> None:
+    reproducible_blas()  # before torch: fine-tuning with a seed gives the same weights every run
     # first, while no thread exists (it forks): native libraries' log lines off the terminal, unless -vv
     install_stderr_filter(sys.argv[1:])
     pause_gc_for_startup()  # after the filter's fork: until the first progress bar, 5 s at most
