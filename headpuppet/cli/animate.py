@@ -15,6 +15,7 @@ import typer
 
 from ..devices import PRECISIONS
 from ..errors import MediaError
+from ..media.streams import is_stream
 from ..fewshot.api import animate as run_animate
 from ._common import RichReporter, console, handle_errors
 from .live import run_live_command
@@ -71,8 +72,6 @@ def register(app: typer.Typer, state) -> None:
         if len(paths) < 2:
             raise MediaError("give at least one SOURCE and one DRIVER: headpuppet animate photo.jpg driver.mp4")
         *sources, driver_path = paths
-        from ..live import is_stream  # lazy: cv2 and scipy, +0.24 s at CLI start-up (measured)
-
         if is_stream(driver_path):   # a camera, stdin, a pipe or a URL: frame by frame as it arrives
             return run_live_command(state, sources, driver_path, output=None if output is None else str(output),
                                     checkpoint=checkpoint, finetune_steps=finetune_steps, relative=relative,

@@ -34,7 +34,7 @@ In: DRIVER (a spec string as above), a loaded animator and person (:mod:`headpup
 Out: rendered ``(H, W, 3)`` uint8 RGB frames written to each sink as they are made, and a
 :class:`LiveStats` of what the run did (frames, drops, latency, per-stage timings).
 
-- :mod:`.capture` - what DRIVER is (:func:`is_stream`, :func:`input_args`) and reading it
+- :mod:`.capture` - opening DRIVER (:func:`input_args`; whether it is live: :mod:`headpuppet.media.streams`) and reading it
   (:class:`FrameSource`, an ffmpeg process and a reader thread).
 - :mod:`.smoothing` - the causal One-Euro landmark filter.
 - :mod:`.pipeline` - :class:`LiveAnimator`: per frame, detect, smooth, retarget (``track``), then
@@ -44,13 +44,12 @@ Out: rendered ``(H, W, 3)`` uint8 RGB frames written to each sink as they are ma
 - :mod:`.run` - :func:`run_live`: the reader, detection and rendering threads tied together.
 """
 
+from ..media.streams import is_realtime, is_stream
 from .capture import (
     URL_SCHEMES,
     FrameSource,
     StreamInfo,
     input_args,
-    is_realtime,
-    is_stream,
     parse_input_args,
 )
 from .pipeline import LiveAnimator, Tracked

@@ -1,6 +1,6 @@
-"""What DRIVER is (a file, a camera, a pipe, a URL: :func:`is_stream`, :func:`is_realtime`), the
-ffmpeg arguments that open it (:func:`input_args`), and reading it: :class:`FrameSource`, an ffmpeg
-process decoding DRIVER to ``(H, W, 3)`` uint8 RGB frames, read by its own thread.
+"""The ffmpeg arguments that open a live DRIVER (:func:`input_args`; whether a DRIVER is live:
+:mod:`headpuppet.media.streams`), and reading it: :class:`FrameSource`, an ffmpeg process decoding
+DRIVER to ``(H, W, 3)`` uint8 RGB frames, read by its own thread.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import os
 import queue
 import re
 import shlex
-import stat
 import subprocess
 import sys
 import threading
@@ -22,43 +21,12 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError
+from ..media.streams import is_realtime, is_stream
 from ..media.video import ffmpeg_exe
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "rtp", "srt", "http", "https", "hls", "pipe")
 
-# ---------------------------------------------------------------------- what DRIVER is
-def is_stream(spec: str | Path) -> bool:
-    """True when ``spec`` is a live source rather than a video file or a folder of frames: ``-``,
-    a camera index or device, a named pipe or a character device, or a URL such as ``rtsp://...``."""
-    s = str(spec)
-    if s == "-" or re.fullmatch(r"\d{1,2}", s) and not Path(s).exists():
-        return True
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", s) or s.startswith("pipe:"):
-        return True
-    if s.startswith("/dev/video"):
-        return True
-    try:
-        mode = os.stat(s).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
-
-
-def is_realtime(spec: str | Path) -> bool:
-    """Sources that go on whether we read them or not (cameras, network streams): drop late frames."""
-    s = str(spec)
-    if s == "-" or s.startswith("pipe:"):
-        return False
-    if re.fullmatch(r"\d{1,2}", s) or s.startswith("/dev/video"):
-        return True
-    if "://" in s:
-        return True
-    try:
-        return stat.S_ISCHR(os.stat(s).st_mode)
-    except OSError:
-        return False
-
-
+# ---------------------------------------------------------------------- opening DRIVER
 def input_args(spec: str | Path, input_format: str | None = None, extra: list[str] | None = None,
                realtime: bool = False) -> list[str]:
     """ffmpeg arguments that open ``spec`` (ending with ``-i ...``)."""
