@@ -96,10 +96,10 @@ def reproducible_blas() -> bool:
     identity network's, on PyTorch's own GEMM path) passed that on to G's gradients: with a fixed
     seed, two ``headpuppet animate`` runs of the same photo and driver drew frames 2.2/255 apart on
     average (at most 40), and two in-process fine-tunes of 3 steps differed in 5 of 6 tries; with it
-    set before torch, in none of 5, and the videos are identical. The cost did not show (the quick start with fine-tuning:
-    11.3 against 11.4 s median, four alternating pairs). ``headpuppet`` commands call this first; a
-    program using the Python API sets ``MKL_CBWR=AUTO,STRICT`` itself before importing torch
-    (docs/api.md)."""
+    set before torch, in none of 5, and the videos are identical. The cost did not show (the quick
+    start with fine-tuning: 11.3 against 11.4 s median, four alternating pairs). ``headpuppet``
+    commands call this first; a program using the Python API sets ``MKL_CBWR=AUTO,STRICT`` itself
+    before importing torch (docs/api.md)."""
     if "MKL_CBWR" in os.environ:
         return False
     os.environ["MKL_CBWR"] = MKL_CBWR

@@ -15,8 +15,8 @@ import typer
 
 from ..devices import PRECISIONS
 from ..errors import MediaError
-from ..media.streams import is_stream
 from ..fewshot.api import animate as run_animate
+from ..media.streams import is_stream
 from ._common import RichReporter, console, handle_errors
 from .live import run_live_command
 
