@@ -98,7 +98,9 @@ def reproducible_blas() -> bool:
     average (at most 40), and two in-process fine-tunes of 3 steps differed in 5 of 6 tries; with it
     set before torch, in none of 5, and the videos are identical. The cost did not show (the quick
     start with fine-tuning: 11.3 against 11.4 s median, four alternating pairs). ``headpuppet``
-    commands call this first; a program using the Python API sets ``MKL_CBWR=AUTO,STRICT`` itself
+    commands call this first, except ``meta-train``: a warp-128 training step took 1.06x the time
+    in this mode (median of nine alternating pairs, 0.93-1.34x), and training on several workers is
+    not bit-reproducible anyway. A program using the Python API sets ``MKL_CBWR=AUTO,STRICT`` itself
     before importing torch (docs/api.md)."""
     if "MKL_CBWR" in os.environ:
         return False

@@ -63,7 +63,7 @@ def test_main_freezes_the_heap_before_the_interpreter_exits():
 
 def test_main_makes_mkl_reproducible_before_torch_unless_the_environment_says_otherwise():
     """main() sets MKL_CBWR=AUTO,STRICT (fine-tuning with a seed gives the same weights every run)
-    before anything imports torch, and leaves a value the user set alone."""
+    before anything imports torch, leaves a value the user set alone, and leaves meta-train alone."""
     code = ("import os, sys; from headpuppet.cli import main; sys.argv = ['headpuppet', '--version']\n"
             "try:\n    main()\nexcept SystemExit:\n    print(os.environ.get('MKL_CBWR'), 'torch' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
@@ -72,6 +72,10 @@ def test_main_makes_mkl_reproducible_before_torch_unless_the_environment_says_ot
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(env, MKL_CBWR="COMPATIBLE"))
     assert out.stdout.split()[-2] == "COMPATIBLE", out.stdout + out.stderr
+    # meta-training keeps MKL's default (its steps were slower in the reproducible mode)
+    out = subprocess.run([sys.executable, "-c", code.replace("'--version'", "'-v', 'meta-train', '--help'")],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-2] == "None", out.stdout + out.stderr
 
 
 def test_the_collector_is_off_only_while_a_command_starts():
