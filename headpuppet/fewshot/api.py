@@ -109,6 +109,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     Raises:
         MediaError, NoFaceError, CheckpointError, DeviceError: one-line messages saying what to do.
     """
+    from ..plugins import make_plugin_manager  # here: `import headpuppet` (every plugin's) stays without it
     from .drivertrack import DriverTrackJob
     from .sources import open_driver
 
@@ -119,6 +120,7 @@ def animate(sources: PathLike | Sequence[PathLike], driver: PathLike, output: Pa
     check_not_input(out, [("source", s) for s in sources]
                     + [("driver", driver), ("checkpoint", checkpoint)], "-o", inside=False)
     drv = open_driver(driver, fps=fps)                    # unreadable driver: fail early too
+    pm = pm if pm is not None else make_plugin_manager()  # one for the helper's check and the model
     # the driver's landmarks in a helper process while torch imports and the model loads (the same
     # landmarks; render_video detects them itself when the model wants another detector)
     track = DriverTrackJob.start(drv, detector, pm=pm)
