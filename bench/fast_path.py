@@ -7,7 +7,7 @@
 This machine's speed drifts by up to 2x within seconds, so separate runs of old and new code cannot be
 compared; here the variants of G run alternately in one process, on the same inputs, and each call of a
 variant is set against the mean of the baseline calls just before and after it. The baseline is the fold
-of the previous fast path (spectral norm folded, channels-last, ``--amp``), without the five parts below;
+of the previous fast path (spectral norm folded, channels-last, ``--amp``), without the six parts below;
 the variants add them one at a time:
 
 - ``upsample``: the up-sampling blocks' first convolution at the low resolution
@@ -17,7 +17,9 @@ the variants add them one at a time:
 - ``+ strided down``: the down-sampling blocks' second convolution and average pooling as one
   strided 4x4 convolution (:func:`headpuppet.models.blocks.pooled_conv`);
 - ``+ prepacked weights``: every convolution's weight reordered once for oneDNN
-  (:class:`headpuppet.models.blocks.PackedConv2d`): the fast path as it renders now.
+  (:class:`headpuppet.models.blocks.PackedConv2d`);
+- ``+ fused norm ReLU``: a large bf16 sample's instance norm and ReLU as its statistics and one
+  oneDNN pass (:func:`headpuppet.models.blocks.instance_norm`): the fast path as it renders now.
 
 One JSON line per model and variant (machine, threads, load average): ``time_ratio_median`` (variant /
 baseline; below 1 is faster) with its quartiles, ``ms_per_frame`` of both, and ``max_abs_diff`` of the
@@ -81,15 +83,17 @@ def eager(animator, person, name: str, batch: int, amp: str, pairs: int) -> None
     old.to(memory_format=torch.channels_last)
     up = fold_spectral_norm(animator.generator.eval(), dtype, strided_down=False).to(memory_format=torch.channels_last)
     down = fold_spectral_norm(animator.generator.eval(), dtype).to(memory_format=torch.channels_last)
-    fused, relu = blocks._FUSED_CONV_ADD, blocks.relu_of_norm
+    fused, relu, norm = blocks._FUSED_CONV_ADD, blocks.relu_of_norm, blocks._FUSED_NORM_RELU
     variants = {1: "upsample", 2: "upsample + fused add", 3: "upsample + fused add + in-place ReLU",
                 4: "upsample + fused add + in-place ReLU + strided down",
-                5: "upsample + fused add + in-place ReLU + strided down + prepacked weights (now)"}
-    folds = {0: old, 1: up, 2: up, 3: up, 4: down, 5: packed}
+                5: "upsample + fused add + in-place ReLU + strided down + prepacked weights",
+                6: "upsample + fused add + in-place ReLU + strided down + prepacked weights + fused norm ReLU (now)"}
+    folds = {0: old, 1: up, 2: up, 3: up, 4: down, 5: packed, 6: packed}
 
     def setup(v: int):
         blocks._FUSED_CONV_ADD = fused and v >= 2
         blocks.relu_of_norm = relu if v >= 3 else (lambda h, x: F.relu(h))
+        blocks._FUSED_NORM_RELU = norm and v >= 6
         return folds[v]
 
     once = _timer(amp, y, psi, src)
@@ -103,7 +107,7 @@ def eager(animator, person, name: str, batch: int, amp: str, pairs: int) -> None
             for v in variants:
                 runs[v].append(_pair(lambda: once(setup(0))[0], lambda v=v: once(setup(v))[0]))
     finally:
-        blocks._FUSED_CONV_ADD, blocks.relu_of_norm = fused, relu
+        blocks._FUSED_CONV_ADD, blocks.relu_of_norm, blocks._FUSED_NORM_RELU = fused, relu, norm
     for v, label in variants.items():
         ratios, base, times = (list(col) for col in zip(*runs[v]))
         diff = float((outs[v] - outs[0]).abs().max())

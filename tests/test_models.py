@@ -328,6 +328,54 @@ def test_instance_norm_keeps_channels_last_at_inference_and_is_the_same_function
     torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_instance_norm_relu_fuses_large_bf16_samples_and_equals_the_unfused_function(monkeypatch):
+    """``instance_norm(..., relu=True)``: a bf16 channels-last sample of at least
+    FUSED_NORM_RELU_MIN_ELEMENTS takes the fused path (statistics, then one oneDNN pass with the
+    ReLU); its result is ReLU(IN(x) * scale + bias) within two bf16 steps, per sample of a batch,
+    with and without scale and bias; smaller samples, fp32 and training keep the unfused path."""
+    import torch.nn.functional as F
+
+    from headpuppet.models import blocks
+
+    if not blocks._FUSED_NORM_RELU:
+        pytest.skip("this torch has no oneDNN pointwise convolution")
+    calls = []
+    real = blocks._fused_norm_relu
+    monkeypatch.setattr(blocks, "_fused_norm_relu", lambda x, *a: calls.append(tuple(x.shape)) or real(x, *a))
+    monkeypatch.setattr(blocks, "FUSED_NORM_RELU_MIN_ELEMENTS", 8 * 32 * 32)
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 32, 32) * 3 + 1).bfloat16().contiguous(memory_format=torch.channels_last)
+    scale, bias = torch.rand(2, 8, 1, 1) + 0.5, torch.randn(2, 8, 1, 1)
+    ref = F.relu(F.instance_norm(x.float(), eps=1e-5) * scale + bias)
+    with torch.inference_mode():
+        out = blocks.instance_norm(x, 1e-5, scale, bias, relu=True)
+        assert calls == [(1, 8, 32, 32)] * 2
+        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+        assert (out.float() - ref).abs().max() < 0.05  # values up to ~4: a bf16 step is 1/64 there
+        plain = blocks.instance_norm(x[:1], 1e-5, relu=True).float()
+        torch.testing.assert_close(plain, F.relu(F.instance_norm(x[:1].float(), eps=1e-5)), atol=0.05, rtol=0)
+        calls.clear()
+        blocks.instance_norm(x[:, :, :16], 1e-5, scale, bias, relu=True)     # a quarter of the size
+        blocks.instance_norm(x.float(), 1e-5, scale, bias, relu=True)        # fp32
+        blocks.instance_norm(x, 1e-5, scale, bias)                           # no ReLU
+        assert calls == []
+    assert blocks._FUSED_NORM_RELU   # it ran without falling back
+    a = x.float().requires_grad_(True)
+    blocks.AdaIN(8)(a, torch.cat([scale, bias], 1)[:, :, 0, 0], relu=True).sum().backward()
+    assert calls == [] and a.grad is not None
+
+
+def test_norm_relu_keeps_the_input_of_an_identity_norm():
+    from headpuppet.models.blocks import AdaIN, norm_relu
+
+    x = torch.randn(1, 4, 3, 3)
+    keep = x.clone()
+    with torch.no_grad():
+        assert torch.equal(norm_relu(nn.Identity(), x), keep.clamp(min=0)) and torch.equal(x, keep)
+        params = torch.cat([torch.ones(1, 4), torch.zeros(1, 4)], 1)
+        torch.testing.assert_close(norm_relu(AdaIN(4), x, params), torch.relu(torch.nn.functional.instance_norm(x)))
+
+
 def test_avg_pool2_is_average_pooling_with_its_gradient():
     import torch.nn.functional as F
 

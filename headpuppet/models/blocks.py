@@ -27,7 +27,7 @@ from ..errors import ConfigError
 __all__ = [
     "conv", "linear", "avg_pool2", "instance_norm", "InstanceNorm", "AdaIN", "SelfAttention", "ResBlockDown",
     "ResBlock", "ResBlockUp", "UpsampleConv", "low_res_upsampling", "pooled_conv", "strided_downsampling",
-    "PackedConv2d", "prepack_convolutions",
+    "PackedConv2d", "prepack_convolutions", "norm_relu", "relu_of_norm",
     "has_spectral_norm",
 ]
 
@@ -117,44 +117,103 @@ def _channels_last_inference(x: torch.Tensor) -> bool:
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
+#: whether :func:`instance_norm` may compute ``ReLU(IN(x) * scale + bias)`` of a large bf16
+#: channels-last sample at inference as its statistics and then one oneDNN pass (below); set to False
+#: if that ever fails here
+_FUSED_NORM_RELU = _FUSED_CONV_ADD
+#: the fewest elements per sample for that fused pass: on 2 cores (AMX) it took 0.55x the time of the
+#: batch-norm kernel and an in-place ReLU for 64 x 256 x 256 and 128 x 128 x 128 bf16 samples, about
+#: the same for 128 x 64 x 64 and 1.1-1.5x for 32 x 32 and smaller (the extra small ops' dispatch)
+FUSED_NORM_RELU_MIN_ELEMENTS = 1 << 20
+
+
+def _norm_relu_fusable(x: torch.Tensor) -> bool:
+    return (_FUSED_NORM_RELU and x.dtype == torch.bfloat16 and x[0].numel() >= FUSED_NORM_RELU_MIN_ELEMENTS
+            and not torch.compiler.is_compiling())
+
+
+def _fused_norm_relu(x: torch.Tensor, eps: float, scale: torch.Tensor | None,
+                     bias: torch.Tensor | None) -> torch.Tensor:
+    """``ReLU(IN(x) * scale + bias)`` for one channels-last sample ``x`` ``(1, C, H, W)``: its
+    statistics (``torch.batch_norm_update_stats``, float32, one read of ``x``), then one oneDNN
+    depthwise 1x1 convolution with the per-channel scale and shift as weight and bias and a fused ReLU
+    (one read, one write): three passes over memory instead of five (the batch-norm kernel's
+    statistics and output, then ReLU's). The scale and shift are rounded to ``x``'s dtype: within
+    two bf16 steps of the unfused result."""
+    c, n = x.shape[1], x.shape[2] * x.shape[3]
+    mean, var = x.new_zeros(c, dtype=torch.float32), x.new_zeros(c, dtype=torch.float32)
+    torch.batch_norm_update_stats(x, mean, var, 1.0)          # var unbiased (running statistics)
+    k = torch.rsqrt(var * ((n - 1) / n) + eps)
+    if scale is not None:
+        k = k * scale.reshape(c).float()
+    shift = -mean * k
+    if bias is not None:
+        shift = shift + bias.reshape(c).float()
+    return torch.ops.mkldnn._convolution_pointwise(x, k.to(x.dtype).reshape(c, 1, 1, 1), shift.to(x.dtype),
+                                                   [0, 0], [1, 1], [1, 1], c, "relu", [], "")
+
+
 def instance_norm(x: torch.Tensor, eps: float, scale: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``IN(x) * scale + bias`` (``scale``/``bias`` broadcast against ``(B, C, 1, 1)``; None: 1 / 0).
+                  bias: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """``IN(x) * scale + bias`` (``scale``/``bias`` broadcast against ``(B, C, 1, 1)``; None: 1 / 0),
+    and its ReLU when ``relu``.
 
     ``F.instance_norm`` for ordinary tensors and under autograd (training). For channels-last ``x``
     at inference (the render fast path), the same function computed per sample by the batch-norm
     kernel, which keeps ``x``'s dtype and memory format: ``F.instance_norm`` would copy a
     channels-last input to contiguous, and under bf16 autocast to float32 and back (43% of the
-    paper-256 G's time in bf16 on CPU)."""
+    paper-256 G's time in bf16 on CPU). With ``relu`` on that path, a large bf16 sample
+    (:data:`FUSED_NORM_RELU_MIN_ELEMENTS`) takes :func:`_fused_norm_relu`, and the others an in-place
+    ReLU (:func:`relu_of_norm`)."""
     if not _channels_last_inference(x):
         out = F.instance_norm(x, eps=eps)
         if scale is not None:
             out = out * scale
-        return out + bias if bias is not None else out
+        out = out + bias if bias is not None else out
+        return relu_of_norm(out, x) if relu else out
+    b, c = x.shape[:2]
+    if relu and _norm_relu_fusable(x):
+        global _FUSED_NORM_RELU
+        try:
+            out = [_fused_norm_relu(x[i:i + 1], eps, None if scale is None else scale[i if len(scale) > 1 else 0],
+                                    None if bias is None else bias[i if len(bias) > 1 else 0]) for i in range(b)]
+            return out[0] if b == 1 else torch.cat(out)
+        except RuntimeError:  # a build or input this kernel does not take: the batch-norm kernel from now on
+            _FUSED_NORM_RELU = False
     # per sample, the batch-norm kernel (a sample is a batch of one): it reads channels-last natively
     # and normalises, scales and shifts in one pass; var_mean over (H, W) alone is 5-10x slower here
-    b, c = x.shape[:2]
     if b == 1:  # one call on x itself; the fewest small ops (each costs dispatch time at batch 1)
-        return torch.native_batch_norm(x, None if scale is None else scale.reshape(c).float(),
-                                       None if bias is None else bias.reshape(c).float(),
-                                       None, None, True, 0.0, eps)[0]
-    scale = scale.float().expand(b, c, 1, 1) if scale is not None else torch.ones(b, c, 1, 1, device=x.device)
-    bias = bias.float().expand(b, c, 1, 1) if bias is not None else torch.zeros(b, c, 1, 1, device=x.device)
-    out = [torch.native_batch_norm(x[i:i + 1], scale[i].reshape(c), bias[i].reshape(c), None, None, True, 0.0, eps)[0]
-           for i in range(b)]
-    return out[0] if b == 1 else torch.cat(out)
+        out = torch.native_batch_norm(x, None if scale is None else scale.reshape(c).float(),
+                                      None if bias is None else bias.reshape(c).float(),
+                                      None, None, True, 0.0, eps)[0]
+    else:
+        scale = scale.float().expand(b, c, 1, 1) if scale is not None else torch.ones(b, c, 1, 1, device=x.device)
+        bias = bias.float().expand(b, c, 1, 1) if bias is not None else torch.zeros(b, c, 1, 1, device=x.device)
+        out = torch.cat([torch.native_batch_norm(x[i:i + 1], scale[i].reshape(c), bias[i].reshape(c), None, None,
+                                                 True, 0.0, eps)[0] for i in range(b)])
+    return relu_of_norm(out, x) if relu else out
+
+
+def norm_relu(norm: nn.Module, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """``ReLU(norm(x, *params))``: :class:`AdaIN` and :class:`InstanceNorm` compute it themselves
+    (fused on the render fast path, :func:`instance_norm`), any other norm (``nn.Identity`` in the
+    blocks without normalisation) through :func:`relu_of_norm`."""
+    if isinstance(norm, (AdaIN, InstanceNorm)):
+        return norm(x, *params, relu=True)
+    return relu_of_norm(norm(x, *params), x)
 
 
 class InstanceNorm(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (affine, no running statistics) computed by :func:`instance_norm`, so a
-    channels-last input stays channels-last; same parameters and state dict."""
+    channels-last input stays channels-last; same parameters and state dict. ``relu``: its ReLU."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         if self.track_running_stats or not _channels_last_inference(x):
-            return super().forward(x)
+            out = super().forward(x)
+            return relu_of_norm(out, x) if relu else out
         w = self.weight.reshape(1, -1, 1, 1) if self.affine else None
         b = self.bias.reshape(1, -1, 1, 1) if self.affine else None
-        return instance_norm(x, self.eps, w, b)
+        return instance_norm(x, self.eps, w, b, relu=relu)
 
 
 class AdaIN(nn.Module):
@@ -174,13 +233,13 @@ class AdaIN(nn.Module):
     def num_adain_params(self) -> int:
         return 2 * self.channels
 
-    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        # x (B, C, H, W); params (B, 2C)
+    def forward(self, x: torch.Tensor, params: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        # x (B, C, H, W); params (B, 2C); relu: ReLU(AdaIN(x))
         if params.shape != (x.shape[0], 2 * self.channels):
             raise ValueError(f"AdaIN({self.channels}) needs params of shape {(x.shape[0], 2 * self.channels)}, "
                              f"got {tuple(params.shape)}")
         scale, bias = params[:, :self.channels, None, None], params[:, self.channels:, None, None]
-        return instance_norm(x, self.eps, scale, bias)
+        return instance_norm(x, self.eps, scale, bias, relu=relu)
 
 
 class SelfAttention(nn.Module):
@@ -249,9 +308,9 @@ class ResBlockDown(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (B, in_ch, H, W) -> (B, out_ch, H/2, W/2)
-        h = relu_of_norm(self.norm1(x), x) if self.preactivation else x
+        h = norm_relu(self.norm1, x) if self.preactivation else x
         h = self.conv1(h)
-        h = relu_of_norm(self.norm2(h), h)
+        h = norm_relu(self.norm2, h)
         if self.downsample and self.conv2.stride == (2, 2):
             # the fast path's conv2, which pools as it convolves (pooled_conv): its sum with the
             # shortcut is one oneDNN call (conv_add)
@@ -282,8 +341,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         p1, p2 = params.split([self.norm1.num_adain_params, self.norm2.num_adain_params], dim=1)
-        h = self.conv1(relu_of_norm(self.norm1(x, p1), x))
-        return conv_add(self.conv2, relu_of_norm(self.norm2(h, p2), h), x)
+        h = self.conv1(norm_relu(self.norm1, x, p1))
+        return conv_add(self.conv2, norm_relu(self.norm2, h, p2), x)
 
 
 def _phase_taps(w: torch.Tensor, phase: int, dim: int) -> torch.Tensor:
@@ -507,14 +566,14 @@ class ResBlockUp(nn.Module):
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         # x (B, in_ch, H, W) -> (B, out_ch, 2H, 2W)
         p1, p2 = params.split([self.norm1.num_adain_params, self.norm2.num_adain_params], dim=1)
-        h = relu_of_norm(self.norm1(x, p1), x)
+        h = norm_relu(self.norm1, x, p1)
         if isinstance(self.conv1, UpsampleConv):  # the fast path's: upsampling and conv in one
             h = self.conv1(h)
         else:
             h = self.conv1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         # 1x1 conv before upsampling: the same map as after it (both are per-pixel / replication), 4x cheaper
         s = F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest")
-        return conv_add(self.conv2, relu_of_norm(self.norm2(h, p2), h), s)
+        return conv_add(self.conv2, norm_relu(self.norm2, h, p2), s)
 
 
 def _is_pow2(n: int) -> bool:

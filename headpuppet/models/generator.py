@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .blocks import (AdaIN, DownPath, ResBlock, ResBlockUp, SelfAttention, check_model_config, conv, down_channels, linear,
-                     relu_of_norm)
+                     norm_relu)
 
 
 class Generator(nn.Module):
@@ -111,5 +111,5 @@ class Generator(nn.Module):
             h = block(h, next(slices))               # resolution doubles
             if str(i) in self.up_attn:
                 h = self.up_attn[str(i)](h)
-        h = relu_of_norm(self.out_norm(h, next(slices)), h)   # (B, ch, H, W)
+        h = norm_relu(self.out_norm, h, next(slices))   # (B, ch, H, W)
         return torch.tanh(self.out_conv(h))          # (B, 3, H, W)

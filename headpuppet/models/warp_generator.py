@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import conv, conv_add, relu_of_norm
+from .blocks import conv, conv_add, norm_relu
 from .generator import Generator
 from .tps import nearest_shot, tps_warp
 
@@ -120,7 +120,7 @@ class WarpGenerator(Generator):
             if str(i) in self.up_attn:
                 h = self.up_attn[str(i)](h)
         h = conv_add(self.stem, x, h)                             # (B, ch, S, S)
-        h = relu_of_norm(self.out_norm(h, next(slices)), h)
+        h = norm_relu(self.out_norm, h, next(slices))
         out = self.out_conv(h)                                    # (B, 4, S, S)
         rgb = torch.tanh(out[:, :3].float())
         m = torch.sigmoid(out[:, 3:].float()) * valid             # never trust pixels the warp invented
