@@ -412,9 +412,11 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     assert not caplog.records                                    # said once
 
 
-def test_no_cpp_compiler_reads_inductors_own_check(monkeypatch):
+def test_no_cpp_compiler_reads_inductors_own_check():
     """The pre-check names a compiler that is not there (inductor's cpp.cxx, which it reads from CXX
-    when it is imported), and is quiet where there is one."""
+    when it is imported), and is quiet where there is one. The setting is changed through inductor's
+    own ``config.patch`` (pytest's monkeypatch left ``cpp.cxx`` deleted from inductor's config on undo,
+    and every later compile in the process failed)."""
     import shutil
 
     from torch._inductor import config as inductor_config
@@ -423,16 +425,16 @@ def test_no_cpp_compiler_reads_inductors_own_check(monkeypatch):
     from headpuppet.fewshot.animator import _no_cpp_compiler
 
     try:
-        monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
-        cpp_compiler_search.cache_clear()
-        assert "C++ compiler" in (_no_cpp_compiler() or "")
-        if shutil.which("g++"):
-            monkeypatch.setattr(inductor_config.cpp, "cxx", (None, shutil.which("g++")))
+        with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
             cpp_compiler_search.cache_clear()
-            assert _no_cpp_compiler() is None
+            assert "C++ compiler" in (_no_cpp_compiler() or "")
+        if shutil.which("g++"):
+            with inductor_config.patch({"cpp.cxx": (None, shutil.which("g++"))}):
+                cpp_compiler_search.cache_clear()
+                assert _no_cpp_compiler() is None
     finally:
-        monkeypatch.undo()
         cpp_compiler_search.cache_clear()  # the search's answer for the real setting, not the test's
+    assert hasattr(inductor_config.cpp, "cxx")
 
 
 @pytest.mark.slow
