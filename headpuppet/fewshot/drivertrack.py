@@ -358,7 +358,3 @@ def _child(argv: Sequence[str]) -> int:
     finally:
         for d in detectors:
             close_detector(d)
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
