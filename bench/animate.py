@@ -28,6 +28,9 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   against the probe just before it: ``pct_of_conv_peak`` is the median of the pairs' ratios (with
   its ``pct_of_conv_peak_quartiles``), ``ms_per_frame`` the median G call (``ms_per_frame_min`` the
   fastest) and ``conv_probe_gflops`` the median probe;
+  ``fast_phase_*`` and ``slow_phase_*`` (:func:`by_phase`): the pairs, median ms and median
+  percentage of the pairs taken while the machine was fast (the probe at 0.8x or more of the mode's
+  highest) and of the others;
   ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
   formats' probes in that precision (the stricter figure); ``executed_gflop_per_frame`` and
   ``executed_pct_of_conv_peak``: the same for the FLOPs the mode computes (a folded G runs its
@@ -129,6 +132,28 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
     if not fast:
         gen.to(memory_format=torch.contiguous_format)  # the model itself, as it was
     return out, first
+
+
+#: a pair belongs to the machine's fast phase when its probe read at least this share of the mode's
+#: highest probe (here the probe reads about 750 or about 1500 GFLOP/s, and little between)
+FAST_PHASE = 0.8
+
+
+def by_phase(pairs: list[tuple[float, float, float]], gflop: float) -> dict:
+    """``pairs`` (from :func:`time_generator`) split by the machine's phase: ``fast`` the pairs whose
+    probe read at least :data:`FAST_PHASE` of the highest probe among them, ``slow`` the others ->
+    ``{fast_phase_pairs, fast_phase_ms_per_frame, fast_phase_pct_of_conv_peak, slow_phase_...}``
+    (medians; None where a phase has no pair). A G call is cheap against a slow probe and dear against
+    a fast one, so one median over a run that changed phase says little of either."""
+    top = max(p for _, p, _ in pairs)
+    out = {}
+    for phase, sel in (("fast", [x for x in pairs if x[1] >= FAST_PHASE * top]),
+                       ("slow", [x for x in pairs if x[1] < FAST_PHASE * top])):
+        out[f"{phase}_phase_pairs"] = len(sel)
+        out[f"{phase}_phase_ms_per_frame"] = round(float(np.median([x[0] for x in sel])), 2) if sel else None
+        out[f"{phase}_phase_pct_of_conv_peak"] = (
+            round(float(np.median([100 * gflop / (x[0] / 1000) / x[1] for x in sel])), 1) if sel else None)
+    return out
 
 
 def _conv_pointwise_flop(*args, out_shape=None, **kwargs) -> int:
@@ -325,7 +350,8 @@ def main() -> None:
                     best_conv_probe_gflops=round(float(np.median([x[2] for x in pairs])), 1),
                     pct_of_best_conv_peak=round(float(np.median(pct_best)), 1),
                     executed_gflop_per_frame=round(computed, 3),
-                    executed_pct_of_conv_peak=round(float(np.median(pct)) * computed / gflop, 1)))
+                    executed_pct_of_conv_peak=round(float(np.median(pct)) * computed / gflop, 1),
+                    **by_phase(pairs, gflop)))
                 if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(
