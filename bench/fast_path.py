@@ -115,16 +115,16 @@ def eager(animator, person, name: str, batch: int, amp: str, pairs: int) -> None
 
 
 def compiled(animator, person, name: str, batch: int, amp: str, pairs: int) -> None:
-    from headpuppet.fewshot.animator import fold_spectral_norm
+    from headpuppet.fewshot.animator import compile_frozen, fold_spectral_norm
 
     _, y, psi, src = _gen_inputs(animator, person, batch, True, True, amp)
     dtype = torch.bfloat16 if amp == "bf16" else None
     # (upsample at low resolution, strided down): the compile's fold before this change, as animate
     # --compile makes it now, and with UpsampleConv as well
     kinds = {"before": (False, False), "now": (False, True), "upsample": (True, True)}
-    fns = {k: torch.compile(fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=up,
-                                               strided_down=down).to(memory_format=torch.channels_last),
-                            dynamic=False, options={"freezing": True}) for k, (up, down) in kinds.items()}
+    fns = {k: compile_frozen(fold_spectral_norm(animator.generator.eval(), dtype, upsample_at_low_res=up,
+                                                strided_down=down).to(memory_format=torch.channels_last))
+           for k, (up, down) in kinds.items()}
     once = _timer(amp, y, psi, src)
     outs = {k: once(fn)[1].float() for k, fn in fns.items()}  # the compiles
     for fn in fns.values():

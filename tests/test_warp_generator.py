@@ -344,7 +344,7 @@ def _compile_setup(tmp_path, astronaut, generator="warp"):
 
 def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(tmp_path, astronaut, monkeypatch, caplog):
     """render(compile=True) hands the compiled G chunks of one shape only (the last one padded, its
-    padding dropped) and, where compiling fails, logs why on one line and renders eagerly, for good."""
+    padding dropped), with inductor's freezing on, and, where compiling fails, logs why on one line and renders eagerly, for good."""
     import logging
 
     import headpuppet.fewshot.animator as animator_module
@@ -363,15 +363,21 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
 
         def run(y, **src):
             shapes.append(tuple(y.shape))
+            freezing.append(inductor_config.freezing)
             return module(y, **src)
         return run
 
+    import torch._inductor.config as inductor_config
+    freezing = []
     monkeypatch.setattr(torch, "compile", fake_compile)
     out = animator.render(person, pts, batch_size=4, compile=True)
     assert any(isinstance(m, UpsampleConv) for m in animator._folded(animator.generator).modules())
     assert out.shape == eager.shape and np.abs(out.astype(int) - eager).max() <= 1  # float rounding
     assert shapes == [(4, 3, 32, 32)] * 3                       # 4 + 4 + 2 padded to 4
-    assert made == [{"dynamic": False, "options": {"freezing": True}}]
+    assert made == [{"dynamic": False}]
+    # every call (the trace included) sees inductor's freezing on: TorchDynamo reads it as it traces
+    # (compile's options reach inductor only afterwards); outside the calls it is as it was
+    assert freezing == [True] * 3 and inductor_config.freezing is False
     animator.render(person, pts[:3], batch_size=4, compile=True)
     assert len(made) == 1                                        # made once per folded G
 
@@ -435,6 +441,35 @@ def test_no_cpp_compiler_reads_inductors_own_check():
     finally:
         cpp_compiler_search.cache_clear()  # the search's answer for the real setting, not the test's
     assert hasattr(inductor_config.cpp, "cxx")
+
+
+@pytest.mark.slow
+def test_compile_frozen_packs_the_weights_once():
+    """The real inductor compile of :func:`compile_frozen` holds the weights as constants: its convolutions
+    run on weights packed for oneDNN at compile time (``mkldnn::_convolution_pointwise``), not on
+    weights reordered at every call (``aten::mkldnn_convolution``, what ``options={"freezing": True}``
+    alone gave), with the eager module's numbers; inductor's setting is as it was afterwards."""
+    import torch._inductor.config as inductor_config
+    from torch.profiler import ProfilerActivity, profile
+
+    from headpuppet.fewshot.animator import _no_cpp_compiler, compile_frozen
+
+    if not torch.backends.mkldnn.is_available() or _no_cpp_compiler():
+        pytest.skip("needs oneDNN and a C++ compiler for inductor")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 8, 3, padding=1)).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    fn = compile_frozen(net)
+    with torch.inference_mode():
+        want = net(x)
+        fn(x)  # the compile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            got = fn(x)
+    ops = {e.key for e in prof.key_averages()}
+    assert "mkldnn::_convolution_pointwise" in ops and "aten::mkldnn_convolution" not in ops, sorted(ops)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert inductor_config.freezing is False
 
 
 @pytest.mark.slow

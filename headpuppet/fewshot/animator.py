@@ -257,13 +257,14 @@ class Animator:
         return np.concatenate(out, 0) if out else np.zeros((0, self.size, self.size, 3), np.uint8)
 
     def _compiled(self, gen: torch.nn.Module, bf16: bool, channels_last: bool) -> "_CompiledG":
-        """:func:`torch.compile` of ``gen`` folded (inductor, with its weights frozen into the graph as
+        """:func:`compile_frozen` of ``gen`` folded (inductor, with its weights frozen into the graph as
         constants, static shapes), made once per folded copy (a fine-tuned G is a new copy) and
         compiled on its first call (:meth:`_CompiledG.run`). Its fold keeps the up-sampling
         convolutions at the high resolution: inductor's kernels for them are faster than its
-        kernels for :class:`~headpuppet.models.blocks.UpsampleConv`'s interleaving (default model,
-        compiled: 1.34x slower with it; paper-256: the same). Where inductor finds no C++ compiler
-        (checked on the first call per precision and format, and said once), no such fold is
+        kernels for :class:`~headpuppet.models.blocks.UpsampleConv`'s interleaving (paper-256,
+        compiled with frozen weights: 1.07x slower with it, ``bench/fast_path.py --compiled``).
+        Where inductor finds no C++ compiler (checked on the first call per precision and format,
+        and said once), no such fold is
         made: its ``folded`` and ``fn`` are None and :meth:`render` uses the eager fold."""
         key = (bf16, channels_last)
         hit = self._compile_cache.get(key)
@@ -277,7 +278,7 @@ class Animator:
                 return hit
         folded = self._folded(gen, bf16, channels_last, for_compile=True)
         if hit is None or hit.folded is not folded:
-            hit = _CompiledG(folded, torch.compile(folded, dynamic=False, options={"freezing": True}))
+            hit = _CompiledG(folded, compile_frozen(folded))
             self._compile_cache[key] = hit
         return hit
 
@@ -350,6 +351,27 @@ def _no_cpp_compiler() -> str | None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"{type(exc).__name__}: {first[:200]}"
     return None
+
+
+def compile_frozen(module: torch.nn.Module) -> Callable:
+    """:func:`torch.compile` of an inference copy of a model (static shapes), called with inductor's
+    ``freezing`` on, so that its weights become constants of the graph: inductor folds them and packs
+    each convolution's weight for oneDNN once, and fuses the residual adds into the convolutions.
+
+    TorchDynamo decides whether parameters are such constants while it traces, from
+    ``torch._inductor.config.freezing`` itself; ``torch.compile(..., options={"freezing": True})``
+    reaches inductor only after the trace, so with it alone the weights stayed graph inputs and every
+    convolution reordered its weight at every call. Every call runs under the setting (a recompile
+    freezes too), and the setting is as it was outside the calls."""
+    import torch._inductor.config as inductor_config
+
+    fn = torch.compile(module, dynamic=False)
+
+    def call(*args, **kwargs):
+        with inductor_config.patch(freezing=True):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 @dataclass
