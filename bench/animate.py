@@ -29,8 +29,9 @@ Prints one JSON object per line (notes go to stderr), each with ``machine``, ``c
   its ``pct_of_conv_peak_quartiles``), ``ms_per_frame`` the median G call (``ms_per_frame_min`` the
   fastest) and ``conv_probe_gflops`` the median probe;
   ``fast_phase_*`` and ``slow_phase_*`` (:func:`by_phase`): the pairs, median ms and median
-  percentage of the pairs taken while the machine was fast (the probe at 0.8x or more of the mode's
-  highest) and of the others;
+  percentage of the pairs taken while the machine was fast (the probe at 0.8x or more of the highest
+  probe in that precision in any of the model's modes) and of the others (so a model's
+  ``animate_generator`` lines come once all its modes have run);
   ``best_conv_probe_gflops`` and ``pct_of_best_conv_peak`` against the faster of the two memory
   formats' probes in that precision (the stricter figure); ``executed_gflop_per_frame`` and
   ``executed_pct_of_conv_peak``: the same for the FLOPs the mode computes (a folded G runs its
@@ -134,19 +135,22 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
     return out, first
 
 
-#: a pair belongs to the machine's fast phase when its probe read at least this share of the mode's
-#: highest probe (here the probe reads about 750 or about 1500 GFLOP/s, and little between)
+#: a pair belongs to the machine's fast phase when its probe read at least this share of the run's
+#: highest probe in that precision (here the probe reads about 750 or about 1500 GFLOP/s, little between)
 FAST_PHASE = 0.8
 
 
-def by_phase(pairs: list[tuple[float, float, float]], gflop: float) -> dict:
+def by_phase(pairs: list[tuple[float, float, float]], gflop: float, top: float | None = None) -> dict:
     """``pairs`` (from :func:`time_generator`) split by the machine's phase: ``fast`` the pairs whose
-    probe read at least :data:`FAST_PHASE` of the highest probe among them, ``slow`` the others ->
-    ``{fast_phase_pairs, fast_phase_ms_per_frame, fast_phase_pct_of_conv_peak, slow_phase_...}``
-    (medians; None where a phase has no pair). A G call is cheap against a slow probe and dear against
-    a fast one, so one median over a run that changed phase says little of either."""
-    top = max(p for _, p, _ in pairs)
-    out = {}
+    probe read at least :data:`FAST_PHASE` of ``top`` (the highest probe the run saw in that precision;
+    default: the highest among ``pairs``), ``slow`` the others ->
+    ``{phase_top_probe_gflops, fast_phase_pairs, fast_phase_ms_per_frame, fast_phase_pct_of_conv_peak,
+    slow_phase_...}`` (medians; None where a phase has no pair). A G call is cheap against a slow
+    probe and dear against a fast one, so one median over a run that changed phase says little of
+    either. A run that stayed in one phase has only "fast" pairs: ``phase_top_probe_gflops`` says
+    which phase that was."""
+    top = max(p for _, p, _ in pairs) if top is None else top
+    out = {"phase_top_probe_gflops": round(top, 1)}
     for phase, sel in (("fast", [x for x in pairs if x[1] >= FAST_PHASE * top]),
                        ("slow", [x for x in pairs if x[1] < FAST_PHASE * top])):
         out[f"{phase}_phase_pairs"] = len(sel)
@@ -323,6 +327,7 @@ def main() -> None:
             emit("animate_bf16_fidelity", config(**cfg, compared="bf16 folded vs fp32 plain",
                                                  animator_precision=str(animator.precision),
                                                  mean_abs_diff_255=round(mean_d, 3), max_abs_diff_255=max_d))
+            timed = []  # (precision, pairs, fields): emitted once every mode has run (by_phase's top)
             for amp, cl, fast, comp in MODES:
                 if comp and args.no_compile:
                     continue
@@ -340,7 +345,7 @@ def main() -> None:
                 pct = [100 * gflop / (x[0] / 1000) / x[1] for x in pairs]
                 pct_best = [100 * gflop / (x[0] / 1000) / x[2] for x in pairs]
                 computed = (executed_compiled if comp else executed) if fast else gflop
-                emit("animate_generator", config(
+                timed.append((precision, pairs, config(
                     **row, pairs=args.pairs, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
                     ms_per_frame_min=round(min(x[0] for x in pairs), 2), first_call_s=round(first, 2),
                     gflop_per_frame=round(gflop, 3), achieved_gflops=round(gflop / (ms / 1000), 1),
@@ -350,8 +355,7 @@ def main() -> None:
                     best_conv_probe_gflops=round(float(np.median([x[2] for x in pairs])), 1),
                     pct_of_best_conv_peak=round(float(np.median(pct_best)), 1),
                     executed_gflop_per_frame=round(computed, 3),
-                    executed_pct_of_conv_peak=round(float(np.median(pct)) * computed / gflop, 1),
-                    **by_phase(pairs, gflop)))
+                    executed_pct_of_conv_peak=round(float(np.median(pct)) * computed / gflop, 1))))
                 if driver is not None and fast and not comp:
                     frames, secs, split = end_to_end(animator, person, driver, detector, amp, cl, args.batch)
                     emit("animate_end_to_end", config(
@@ -359,6 +363,9 @@ def main() -> None:
                         driver_px=driver.width, detector="mediapipe", frames=frames, wall_s=round(secs, 3),
                         frames_per_s=round(frames / secs, 2),
                         **{f"{k}_s": round(v, 3) for k, v in split.items()}))
+            for precision, pairs, fields in timed:
+                top = max(x[1] for prec, ps, _ in timed if prec == precision for x in ps)
+                emit("animate_generator", {**fields, **by_phase(pairs, gflop, top)})
     tmpdir.cleanup()
 
 
