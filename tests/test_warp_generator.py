@@ -344,7 +344,8 @@ def _compile_setup(tmp_path, astronaut, generator="warp"):
 
 def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(tmp_path, astronaut, monkeypatch, caplog):
     """render(compile=True) hands the compiled G chunks of one shape only (the last one padded, its
-    padding dropped), with inductor's freezing on, and, where compiling fails, logs why on one line and renders eagerly, for good."""
+    padding dropped), with inductor's freezing on, and, where compiling fails, logs why on one line
+    and renders eagerly, for good."""
     import logging
 
     import headpuppet.fewshot.animator as animator_module
