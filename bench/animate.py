@@ -135,15 +135,15 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
     return out, first
 
 
-#: a pair belongs to the machine's fast phase when its probe read at least this share of the run's
-#: highest probe in that precision (here the probe reads about 750 or about 1500 GFLOP/s, little between)
+#: a pair belongs to the machine's fast phase when its probe read at least this share of the highest
+#: probe of the model's modes in that precision (here the probe reads about 750 or about 1500 GFLOP/s)
 FAST_PHASE = 0.8
 
 
 def by_phase(pairs: list[tuple[float, float, float]], gflop: float, top: float | None = None) -> dict:
     """``pairs`` (from :func:`time_generator`) split by the machine's phase: ``fast`` the pairs whose
-    probe read at least :data:`FAST_PHASE` of ``top`` (the highest probe the run saw in that precision;
-    default: the highest among ``pairs``), ``slow`` the others ->
+    probe read at least :data:`FAST_PHASE` of ``top`` (``main`` passes the highest probe of all the
+    model's modes in that precision; default: the highest among ``pairs``), ``slow`` the others ->
     ``{phase_top_probe_gflops, fast_phase_pairs, fast_phase_ms_per_frame, fast_phase_pct_of_conv_peak,
     slow_phase_...}`` (medians; None where a phase has no pair). A G call is cheap against a slow
     probe and dear against a fast one, so one median over a run that changed phase says little of

@@ -369,7 +369,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
         return run
 
     import torch._inductor.config as inductor_config
-    freezing = []
+    freezing, before = [], inductor_config.freezing
     monkeypatch.setattr(torch, "compile", fake_compile)
     out = animator.render(person, pts, batch_size=4, compile=True)
     assert any(isinstance(m, UpsampleConv) for m in animator._folded(animator.generator).modules())
@@ -378,7 +378,7 @@ def test_compiled_render_pads_to_one_shape_and_falls_back_when_compiling_fails(t
     assert made == [{"dynamic": False}]
     # every call (the trace included) sees inductor's freezing on: TorchDynamo reads it as it traces
     # (compile's options reach inductor only afterwards); outside the calls it is as it was
-    assert freezing == [True] * 3 and inductor_config.freezing is False
+    assert freezing == [True] * 3 and inductor_config.freezing == before
     animator.render(person, pts[:3], batch_size=4, compile=True)
     assert len(made) == 1                                        # made once per folded G
 
@@ -461,6 +461,7 @@ def test_compile_frozen_packs_the_weights_once():
     net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(16, 8, 3, padding=1)).eval().to(memory_format=torch.channels_last)
     x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    before = inductor_config.freezing
     fn = compile_frozen(net)
     with torch.inference_mode():
         want = net(x)
@@ -470,7 +471,7 @@ def test_compile_frozen_packs_the_weights_once():
     ops = {e.key for e in prof.key_averages()}
     assert "mkldnn::_convolution_pointwise" in ops and "aten::mkldnn_convolution" not in ops, sorted(ops)
     assert torch.allclose(got, want, atol=1e-4)
-    assert inductor_config.freezing is False
+    assert inductor_config.freezing == before
 
 
 @pytest.mark.slow

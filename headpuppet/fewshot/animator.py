@@ -264,8 +264,8 @@ class Animator:
         kernels for :class:`~headpuppet.models.blocks.UpsampleConv`'s interleaving (paper-256,
         compiled with frozen weights: 1.07x slower with it, ``bench/fast_path.py --compiled``).
         Where inductor finds no C++ compiler (checked on the first call per precision and format,
-        and said once), no such fold is
-        made: its ``folded`` and ``fn`` are None and :meth:`render` uses the eager fold."""
+        and said once), no such fold is made: its ``folded`` and ``fn`` are None and :meth:`render`
+        uses the eager fold."""
         key = (bf16, channels_last)
         hit = self._compile_cache.get(key)
         if hit is not None and hit.folded is None:
