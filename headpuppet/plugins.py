@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "headpuppet"
 DISABLE_ENV = "HEADPUPPET_DISABLE_PLUGINS"
+#: a folder whose ``*.py`` files the commands load as plugins too (``--plugins-dir`` sets it)
+PLUGINS_DIR_ENV = "HEADPUPPET_PLUGINS_DIR"
 #: distributions whose plugins are the project's own (their names win a clash)
 FIRST_PARTY = {"headpuppet", "headpuppet-dlib-detector"}
 #: the landmark detector of models that do not name theirs, and of ``animate`` before it loads one
@@ -209,6 +211,12 @@ def make_plugin_manager(load_entrypoints: bool = True, plugins_dir: str | Path |
         pm.register(obj, name=name)
         pm.info[name] = PluginInfo(name, None, None)
     return pm
+
+
+def env_plugin_manager() -> pluggy.PluginManager:
+    """The commands' plugin manager: the installed plugins and those of :data:`PLUGINS_DIR_ENV`'s
+    folder (the CLI, and the landmark helper process it starts, which must see the same detectors)."""
+    return make_plugin_manager(plugins_dir=os.environ.get(PLUGINS_DIR_ENV) or None)
 
 
 def _fail(pm: pluggy.PluginManager, name: str, reason: str, skipped: bool = True) -> None:

@@ -17,7 +17,7 @@ import typer
 from .. import __version__
 from ..devices import reproducible_blas, tune_allocator
 from ..nativelog import install_stderr_filter
-from ..plugins import make_plugin_manager, register_commands
+from ..plugins import PLUGINS_DIR_ENV, env_plugin_manager, register_commands
 from ._common import CliState, pause_gc_for_startup, setup_logging
 
 PIPELINE = "Pipeline"
@@ -36,7 +36,7 @@ def _version_callback(value: bool) -> None:
 def build_app(pm=None) -> typer.Typer:
     """A new Typer app wired to the plugin manager ``pm`` (default: a fresh one)."""
     if pm is None:
-        pm = make_plugin_manager(plugins_dir=os.environ.get("HEADPUPPET_PLUGINS_DIR") or None)
+        pm = env_plugin_manager()
     state = CliState(pm=pm)
     app = typer.Typer(
         name="headpuppet",
@@ -53,7 +53,7 @@ def build_app(pm=None) -> typer.Typer:
         version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                      help="Print the version and exit."),
         verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
-        plugins_dir: str = typer.Option(None, "--plugins-dir", envvar="HEADPUPPET_PLUGINS_DIR",
+        plugins_dir: str = typer.Option(None, "--plugins-dir", envvar=PLUGINS_DIR_ENV,
                                         help="Also load every *.py file in this folder as a plugin."),
     ) -> None:
         setup_logging(verbose)
@@ -70,9 +70,9 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
     """``--plugins-dir`` must be known before parsing, since its plugins may add commands."""
     for i, arg in enumerate(argv):
         if arg == "--plugins-dir" and i + 1 < len(argv):
-            os.environ["HEADPUPPET_PLUGINS_DIR"] = argv[i + 1]
+            os.environ[PLUGINS_DIR_ENV] = argv[i + 1]
         elif arg.startswith("--plugins-dir="):
-            os.environ["HEADPUPPET_PLUGINS_DIR"] = arg.split("=", 1)[1]
+            os.environ[PLUGINS_DIR_ENV] = arg.split("=", 1)[1]
 
 
 def _command(argv: list[str]) -> str | None:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import MediaError, NoFaceError
 from ..media.detection import BLOCK_FRAMES, close_detector, detect_frames, detection_threads
-from ..plugins import DEFAULT_DETECTOR, make_plugin_manager, registry
+from ..plugins import DEFAULT_DETECTOR, env_plugin_manager, make_plugin_manager, registry
 from ..progress import NULL, Reporter
 from .sources import Driver, open_driver
 
@@ -148,7 +148,7 @@ class DriverTrackJob:
         """Start finding ``driver``'s landmarks with the detector plugin ``detector`` (default: the
         default detector) in a child process; None where that cannot be done the same way there.
 
-        The child makes its own plugin manager (the installed plugins and ``HEADPUPPET_PLUGINS_DIR``),
+        The child makes its own plugin manager (:func:`~headpuppet.plugins.env_plugin_manager`, as the CLI does),
         so it only takes detectors of the project's own plugins: another one might not be there, or
         be made differently from ``pm``'s. ``HEADPUPPET_LANDMARK_HELPER=off`` in the environment turns
         the helper off (a machine whose cores are all busy with other work: a helper at the lowest
@@ -344,7 +344,7 @@ def _child(argv: Sequence[str]) -> int:
         spec = json.loads(argv[0])
         t0 = time.perf_counter()
         driver = open_driver(spec["driver"], fps=float(spec["fps"]))
-        reg = registry(make_plugin_manager(plugins_dir=os.environ.get("HEADPUPPET_PLUGINS_DIR") or None), "landmarks")
+        reg = registry(env_plugin_manager(), "landmarks")
         detectors = [reg.create(spec["detector"]) for _ in range(detection_threads())]
         data = detect_driver(driver, detectors, _PipeReporter(out)).to_bytes()
         out.write(b"r %.4f %d\n" % (time.perf_counter() - t0, len(data)))
