@@ -78,6 +78,19 @@ def test_main_makes_mkl_reproducible_before_torch_unless_the_environment_says_ot
     assert out.stdout.split()[-2] == "None", out.stdout + out.stderr
 
 
+def test_prescan_finds_the_command_and_the_plugins_dir_before_typer(monkeypatch):
+    from headpuppet.cli import _prescan
+    from headpuppet.plugins import PLUGINS_DIR_ENV
+
+    monkeypatch.delenv(PLUGINS_DIR_ENV, raising=False)
+    assert _prescan(["-v", "--plugins-dir", "extra", "animate", "a.jpg"]) == "animate"
+    assert os.environ[PLUGINS_DIR_ENV] == "extra"
+    assert _prescan(["meta-train", "--plugins-dir=other", "x"]) == "meta-train"
+    assert os.environ[PLUGINS_DIR_ENV] == "other"
+    assert _prescan(["--version"]) is None and _prescan(["--plugins-dir"]) is None
+    assert os.environ[PLUGINS_DIR_ENV] == "other"
+
+
 def test_the_collector_is_off_only_while_a_command_starts():
     """pause_gc_for_startup turns the garbage collector off; the first progress bar, a fork or the
     time limit turns it back on, with start-up's objects frozen."""

@@ -66,30 +66,27 @@ def build_app(pm=None) -> typer.Typer:
     return app
 
 
-def _prescan_plugins_dir(argv: list[str]) -> None:
-    """``--plugins-dir`` must be known before parsing, since its plugins may add commands."""
+def _prescan(argv: list[str]) -> str | None:
+    """``argv`` before Typer parses it: ``--plugins-dir`` goes into the environment (its plugins may
+    add commands, so it must be known first), and the subcommand's name is returned (the first word
+    that is not an option or ``--plugins-dir``'s value; None when there is none)."""
+    command, value_next = None, False
     for i, arg in enumerate(argv):
-        if arg == "--plugins-dir" and i + 1 < len(argv):
-            os.environ[PLUGINS_DIR_ENV] = argv[i + 1]
+        if value_next:
+            value_next = False
+        elif arg == "--plugins-dir":
+            value_next = True
+            if i + 1 < len(argv):
+                os.environ[PLUGINS_DIR_ENV] = argv[i + 1]
         elif arg.startswith("--plugins-dir="):
             os.environ[PLUGINS_DIR_ENV] = arg.split("=", 1)[1]
-
-
-def _command(argv: list[str]) -> str | None:
-    """The subcommand's name in ``argv`` (the first word that is not an option or ``--plugins-dir``'s value)."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--plugins-dir":
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return None
+        elif command is None and not arg.startswith("-"):
+            command = arg
+    return command
 
 
 def main() -> None:
-    if _command(sys.argv[1:]) != "meta-train":
+    if _prescan(sys.argv[1:]) != "meta-train":
         # before torch: fine-tuning with a seed gives the same weights every run (meta-training
         # keeps MKL's default: its steps took 1.06x the time in the reproducible mode, nine pairs)
         reproducible_blas()
@@ -97,7 +94,6 @@ def main() -> None:
     install_stderr_filter(sys.argv[1:])
     pause_gc_for_startup()  # after the filter's fork: until the first progress bar, 5 s at most
     tune_allocator()
-    _prescan_plugins_dir(sys.argv[1:])
     app = build_app()
     try:
         app(prog_name="headpuppet")
