@@ -140,6 +140,11 @@ def time_generator(animator, person, batch: int, amp: str, channels_last: bool, 
 FAST_PHASE = 0.8
 
 
+def pct_of_probe(ms: float, probe: float, gflop: float) -> float:
+    """A G call of ``ms`` milliseconds for ``gflop`` GFLOP as a percentage of ``probe`` GFLOP/s."""
+    return 100 * gflop / (ms / 1000) / probe
+
+
 def by_phase(pairs: list[tuple[float, float, float]], gflop: float, top: float | None = None) -> dict:
     """``pairs`` (from :func:`time_generator`) split by the machine's phase: ``fast`` the pairs whose
     probe read at least :data:`FAST_PHASE` of ``top`` (``main`` passes the highest probe of all the
@@ -156,7 +161,7 @@ def by_phase(pairs: list[tuple[float, float, float]], gflop: float, top: float |
         out[f"{phase}_phase_pairs"] = len(sel)
         out[f"{phase}_phase_ms_per_frame"] = round(float(np.median([x[0] for x in sel])), 2) if sel else None
         out[f"{phase}_phase_pct_of_conv_peak"] = (
-            round(float(np.median([100 * gflop / (x[0] / 1000) / x[1] for x in sel])), 1) if sel else None)
+            round(float(np.median([pct_of_probe(x[0], x[1], gflop) for x in sel])), 1) if sel else None)
     return out
 
 
@@ -342,8 +347,8 @@ def main() -> None:
                     emit("animate_generator", config(**row, error=str(exc).splitlines()[0]))
                     continue
                 ms = float(np.median([x[0] for x in pairs]))
-                pct = [100 * gflop / (x[0] / 1000) / x[1] for x in pairs]
-                pct_best = [100 * gflop / (x[0] / 1000) / x[2] for x in pairs]
+                pct = [pct_of_probe(x[0], x[1], gflop) for x in pairs]
+                pct_best = [pct_of_probe(x[0], x[2], gflop) for x in pairs]
                 computed = (executed_compiled if comp else executed) if fast else gflop
                 timed.append((precision, pairs, config(
                     **row, pairs=args.pairs, ms_per_frame=round(ms, 2), frames_per_s=round(1000 / ms, 2),
